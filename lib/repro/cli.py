@@ -1,0 +1,69 @@
+"""Command line: ``python -m repro {list,params,run,book}``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .chapters import ChapterError, all_chapters, get_chapter
+from .config import PROFILE_NAMES, ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m repro", description="Run the book's chapters.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list the chapters, their claims and budgets")
+    pp = sub.add_parser("params", help="show a chapter's parameters and their per-profile values")
+    pp.add_argument("chapter")
+    r = sub.add_parser("run", help="execute one chapter headless")
+    r.add_argument("chapter")
+    r.add_argument("--profile", default="book", help=f"one of {', '.join(PROFILE_NAMES)} (default book)")
+    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one parameter (repeatable); see `python -m repro params CHAPTER`")
+    r.add_argument("--out", help="output folder (default runs/CHAPTER/PROFILE-TIMESTAMP); must be new or empty")
+    r.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    b = sub.add_parser("book", help="execute every chapter (cached) and build the site")
+    b.add_argument("--profile", default="book", choices=PROFILE_NAMES)
+    b.add_argument("--chapter", action="append", help="only these chapters (repeatable)")
+    b.add_argument("--out", default=None, help="folder that receives _build/html (default: the repository)")
+    b.add_argument("--force", action="store_true", help="ignore the execution cache")
+    b.add_argument("--no-strict", action="store_true", help="do not treat Sphinx warnings as errors")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "list":
+            print(f"{'chapter':<16} {'smoke':>6} {'book':>6}  title / headline claim")
+            for ch in all_chapters():
+                b = ch.budget_s
+                print(f"{ch.name:<16} {str(b.get('smoke', '-')) + 's':>6} {str(b.get('book', '-')) + 's':>6}  "
+                      f"{ch.title}\n{'':<32}{ch.claim}")
+            print("\nprofiles: smoke (CI, <=60 s), book (default, minutes on a laptop), paper (GPU, hours)")
+            return 0
+        if args.cmd == "params":
+            ch = get_chapter(args.chapter)
+            print(f"{ch.name}: {ch.config_class.__name__}\n{ch.config_class.describe()}")
+            return 0
+        if args.cmd == "run":
+            from .runner import ChapterFailed, prepare, run_chapter
+
+            if args.profile not in PROFILE_NAMES:
+                raise ConfigError(f"unknown profile {args.profile!r}: choose one of {', '.join(PROFILE_NAMES)}")
+            ch = get_chapter(args.chapter)
+            overrides = ch.config_class.parse_assignments(args.param)
+            prepare(args.chapter, args.profile, overrides)
+            try:
+                run_chapter(args.chapter, args.profile, overrides, args.out, timeout_s=args.timeout)
+            except ChapterFailed as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
+            return 0
+        if args.cmd == "book":
+            from .book import make_book
+
+            return make_book(args.profile, args.chapter, args.out, force=args.force, strict=not args.no_strict)
+    except (ConfigError, ChapterError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
