@@ -26,7 +26,10 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 ## make lab: JupyterLab on book/, chapters open as notebooks (jupytext)
+LAB_SETTINGS = $(VENV)/share/jupyter/lab/settings
 lab: $(STAMP)
+	mkdir -p $(LAB_SETTINGS)
+	printf '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}\n' > $(LAB_SETTINGS)/overrides.json
 	$(VENV)/bin/jupyter lab --notebook-dir=book
 
 ## make run CHAPTER=grokking PROFILE=smoke: one chapter headless

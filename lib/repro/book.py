@@ -87,7 +87,7 @@ def cache_key(chapter: Chapter, profile: str, overrides: dict | None = None) -> 
     h = hashlib.sha256()
     h.update(chapter.path.read_bytes())
     for path in dependencies(chapter_code(chapter)):
-        h.update(str(path.relative_to(LIB)).encode())
+        h.update(str(path.relative_to(LIB) if path.is_relative_to(LIB) else path).encode())
         h.update(path.read_bytes())
     h.update(profile.encode())
     h.update(json.dumps(overrides or {}, sort_keys=True).encode())
