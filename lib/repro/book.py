@@ -166,10 +166,11 @@ def stage_site(outcomes: list[ChapterOutcome], src: Path) -> Path:
 def build_site(src: Path, out_parent: Path, strict: bool = True, stream=None) -> Path:
     """``jupyter-book build`` the staged tree; HTML lands in ``out_parent/_build/html``."""
     stream = stream or sys.stderr
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(src), "--path-output", str(out_parent)]
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe), "build", str(src), "--path-output", str(out_parent)]
     if strict:
         cmd += ["--warningiserror", "--keep-going"]
-    print(f"[site] {' '.join(cmd[2:])}", file=stream, flush=True)
+    print(f"[site] jupyter-book {' '.join(cmd[1:])}", file=stream, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     log = out_parent / "_build" / "site-build.log"
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,24 @@ def _progress_engine():
     return ProgressEngine
 
 
+class _Tee:
+    """Cell output goes to run.log in full and, line by line with a prefix, to the console."""
+
+    def __init__(self, log, stream, prefix: str):
+        self.log, self.stream, self.prefix = log, stream, prefix
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.log.flush()
+        for line in text.splitlines():
+            if line.strip():
+                print(f"{self.prefix}   {line}", file=self.stream, flush=True)
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+
+
 def default_out(chapter: str, profile: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = repo_root() / "runs" / chapter / f"{profile}-{stamp}"
@@ -131,10 +149,11 @@ def run_chapter(name: str, profile: str = "book", overrides: dict[str, Any] | No
     t0 = time.time()
     try:
         with open(log_path, "w") as log:
+            tee = _Tee(log, stream, prefix)
             pm.execute_notebook(
                 nb, str(executed), parameters={"profile": profile, "overrides": typed},
                 engine_name="repro-progress", kernel_name="python3", cwd=str(out),
-                progress_bar=False, log_output=True, stdout_file=log, stderr_file=log,
+                progress_bar=False, log_output=True, stdout_file=tee, stderr_file=tee,
                 execution_timeout=timeout_s, progress_prefix=prefix, progress_stream=stream)
     except PapermillExecutionError as err:
         raise ChapterFailed(name, err.cell_index, err.ename, err.evalue, executed, err.source) from None
