@@ -138,34 +138,34 @@ class GrokkingConfig(ProfileConfig):
     """All knobs of the grokking chapter; see ``python -m repro params grokking``."""
 
     operation: str = param("x/y", "operation of Figure 1 and the fraction sweep", choices=OPERATIONS)
-    p: int = param(47, "prime modulus (the paper uses 97)", min=3, max=211)
-    train_fraction: float = param(0.5, "training fraction of Figure 1 left and of the regulariser comparison",
+    p: int = param(31, "prime modulus (the paper uses 97)", min=3, max=211)
+    train_fraction: float = param(0.7, "training fraction of Figure 1 left and of the regulariser comparison",
                                   min=0.01, max=0.99)
-    fractions: tuple[float, ...] = param((0.3, 0.4, 0.5, 0.6, 0.7), "training fractions swept for Figure 1 centre",
+    fractions: tuple[float, ...] = param((0.5, 0.6, 0.7, 0.8), "training fractions swept for Figure 1 centre",
                                          min=0.01, max=0.99)
     n_seeds: int = param(3, "seeds per setting (seed, seed+1, ...)", min=1, max=64)
     interventions: tuple[str, ...] = param(INTERVENTIONS, "regularisers compared in Figure 2", choices=INTERVENTIONS)
     embed_operation: str = param("x+y", "operation whose embeddings Figure 3 analyses", choices=MODULAR_OPS)
     n_layers: int = param(1, "transformer layers (paper: 2)", min=1, max=12)
-    d_model: int = param(64, "residual width (paper: 128)", min=8, max=1024)
+    d_model: int = param(32, "residual width (paper: 128)", min=8, max=1024)
     n_heads: int = param(4, "attention heads (paper: 4)", min=1, max=32)
-    lr: float = param(1e-3, "AdamW learning rate (paper: 1e-3)", min=1e-6, max=1.0)
+    lr: float = param(3e-3, "AdamW learning rate (paper: 1e-3)", min=1e-6, max=1.0)
     beta1: float = param(0.9, "AdamW beta1", min=0.0, max=0.999999)
     beta2: float = param(0.98, "AdamW beta2 (paper: 0.98)", min=0.0, max=0.999999)
     warmup_steps: int = param(10, "linear learning-rate warm-up steps (paper: 10)", min=0)
     weight_decay: float = param(1.0, "decoupled weight decay of the regularised runs (paper: 1)", min=0.0, max=100.0)
     batch_size: int = param(0, "0: full batch; otherwise min(batch_size, N_train/2) as in the paper", min=0)
-    steps: int = param(4000, "optimisation steps per run (paper: 1e5)", min=1)
-    embed_steps: int = param(3000, "steps for the embedding-structure run", min=1)
+    steps: int = param(3000, "optimisation steps per run (paper: 1e5)", min=1)
+    embed_steps: int = param(2000, "steps for the embedding-structure run", min=1)
     n_evals: int = param(120, "log-spaced evaluation points", min=2, max=10000)
     early_stop: bool = param(True, "stop once every model has generalised and plateaued")
     checkpoint_every: int = param(0, "steps between checkpoints (0: none)", min=0)
 
     PROFILES = {
         "smoke": dict(p=13, fractions=(0.5, 0.8), n_seeds=2, steps=200, embed_steps=150, n_evals=20,
-                      d_model=32, interventions=("none", "weight_decay"), train_fraction=0.5),
+                      d_model=16, n_heads=2, interventions=("none", "weight_decay"), train_fraction=0.5),
         "book": {},
-        "paper": dict(p=97, n_layers=2, d_model=128, n_heads=4, batch_size=512, steps=100_000,
+        "paper": dict(p=97, n_layers=2, d_model=128, n_heads=4, lr=1e-3, batch_size=512, steps=100_000,
                       embed_steps=100_000, fractions=tuple(round(0.1 * i, 1) for i in range(1, 10)),
                       n_evals=400, early_stop=False, checkpoint_every=5000, n_seeds=3),
     }
