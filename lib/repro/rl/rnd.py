@@ -1,0 +1,132 @@
+"""Random Network Distillation (Burda, Edwards, Storkey, Klimov 2018).
+
+A *target* network f, randomly initialised and frozen, maps an observation to
+a feature vector; a *predictor* f_hat is trained by regression to match it on
+the states the agent visits.  The exploration bonus is the prediction error
+
+    i_t = || f_hat(s_{t+1}) - f(s_{t+1}) ||^2                         (RND eq. 1)
+
+which is small on states like those already seen and large on new ones.  The
+target is a deterministic function of the state, so the error can be driven
+to zero on familiar states: unlike forward-dynamics prediction, stochastic
+transitions leave no irreducible error for the agent to chase.
+
+Inputs to both networks are whitened with a running mean/std per pixel and
+clipped to [-5, 5]; the statistics are initialised by a random agent.  The
+bonus is divided by a running std of the discounted *intrinsic return*.  The
+predictor is trained on a random ``proportion`` of each batch (25% with 128
+envs in the paper, so that the effective batch stays that of 32 envs).
+
+Shapes: B samples, C x H x W observations, D feature size.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from .normalize import RunningMeanStd
+from .ppo import layer_init
+
+# ---------------------------------------------------------------------------
+# The bonus and the predictor's loss
+# ---------------------------------------------------------------------------
+
+
+def intrinsic_reward(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """i = ||f_hat(s) - f(s)||^2 over the feature axis: [B, D], [B, D] -> [B]   (RND eq. 1)."""
+    return (pred - target).square().sum(-1)
+
+
+def predictor_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the predictor, ||f_hat(s) - f(s)||^2 / D averaged over the batch."""
+    return (pred - target.detach()).square().mean()
+
+
+def keep_fraction(n: int, proportion: float, device: torch.device,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices of the samples the predictor trains on: each kept independently with ``proportion``."""
+    keep = torch.rand(n, device=device, generator=generator) < proportion
+    return keep.nonzero().squeeze(1)
+
+
+# ---------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------
+
+
+def atari_convs(channels: int = 1) -> nn.Sequential:
+    """The paper's RND conv stack: 32 8x8/4, 64 4x4/2, 64 3x3/1, leaky ReLU, flatten (3136 for 84x84)."""
+    return nn.Sequential(
+        layer_init(nn.Conv2d(channels, 32, 8, stride=4)), nn.LeakyReLU(),
+        layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.LeakyReLU(),
+        layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.LeakyReLU(), nn.Flatten())
+
+
+class RNDNetworks(nn.Module):
+    """Target f (frozen) and predictor f_hat.
+
+    ``kind="atari"``: the paper's networks for 1 x 84 x 84 frames: target =
+    convs -> linear 512; predictor = convs -> 2 x (FC 512, ReLU) -> linear 512.
+    ``kind="mlp"``: the same shapes with the convs replaced by flatten -> FC
+    ``hidden`` (leaky ReLU), for small gridworld observations.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], kind: str = "mlp", hidden: int = 256, out: int = 128):
+        super().__init__()
+        if kind == "atari":
+            feat, body = 64 * 7 * 7, lambda: atari_convs(obs_shape[0])
+            out = 512
+        elif kind == "mlp":
+            d = math.prod(obs_shape)
+            feat = hidden
+            body = lambda: nn.Sequential(nn.Flatten(), layer_init(nn.Linear(d, hidden)), nn.LeakyReLU())  # noqa: E731
+        else:
+            raise ValueError(f"unknown RND network kind {kind!r}")
+        width = 512 if kind == "atari" else hidden
+        self.target = nn.Sequential(body(), layer_init(nn.Linear(feat, out)))
+        self.predictor = nn.Sequential(body(), layer_init(nn.Linear(feat, width)), nn.ReLU(),
+                                       layer_init(nn.Linear(width, width)), nn.ReLU(),
+                                       layer_init(nn.Linear(width, out)))
+        for p in self.target.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whitened observations [B, *obs_shape] -> (f_hat(x), f(x)), each [B, D]."""
+        return self.predictor(x), self.target(x)
+
+
+class RND:
+    """The bonus machinery: networks, observation normaliser and the bonus for a batch."""
+
+    def __init__(self, obs_shape: tuple[int, ...], device: torch.device, kind: str = "mlp",
+                 hidden: int = 256, proportion: float = 0.25, obs_clip: float = 5.0):
+        self.nets = RNDNetworks(obs_shape, kind, hidden).to(device)
+        self.obs_rms = RunningMeanStd(obs_shape, device)
+        self.proportion, self.obs_clip = proportion, obs_clip
+
+    def whiten(self, obs: torch.Tensor) -> torch.Tensor:
+        """clip((s - mu) / sigma, -5, 5) with the running per-pixel statistics."""
+        return self.obs_rms.normalize(obs.float(), clip=self.obs_clip)
+
+    @torch.no_grad()
+    def bonus(self, obs: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Unnormalised intrinsic reward i for a batch of raw observations [B, ...] -> [B]."""
+        out = [intrinsic_reward(*self.nets(self.whiten(o))) for o in obs.split(chunk)]
+        return torch.cat(out)
+
+    def loss(self, obs: torch.Tensor) -> torch.Tensor:
+        """The predictor's loss on raw observations [B, ...] (a random ``proportion`` of them)."""
+        idx = keep_fraction(obs.shape[0], self.proportion, obs.device)
+        if idx.numel() == 0:
+            return torch.zeros((), device=obs.device)
+        pred, target = self.nets(self.whiten(obs[idx]))  # only the kept samples are evaluated
+        return predictor_loss(pred, target)
+
+    def state_dict(self) -> dict:
+        return {"nets": self.nets.state_dict(), "obs_rms": self.obs_rms.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.nets.load_state_dict(state["nets"])
+        self.obs_rms.load_state_dict(state["obs_rms"])
