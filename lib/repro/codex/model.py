@@ -1,0 +1,303 @@
+"""A tiny code model: tokenizer, decoder-only transformer, training, batched sampling.
+
+The model reads a prompt (signature + docstring) and writes the function body.
+Sampling draws ``n`` completions per problem in one batch on the device with
+temperature and nucleus (top-p) sampling, stops each row at the paper's stop
+sequences, and keeps every sampled token's log-probability under the model
+(temperature 1), which the ranking experiment uses.
+
+Shapes: B sequences, T tokens, d model width, H heads, V vocabulary.
+"""
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import tasks
+
+STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
+_TOKEN_RE = re.compile(r"\n|    | ?[^ \n]+| +")
+
+
+def split_tokens(text: str) -> list[str]:
+    """Space-separated chunks (keeping one leading space), newlines and indents; they concatenate to ``text``."""
+    pieces = _TOKEN_RE.findall(text)
+    if "".join(pieces) != text:
+        raise ValueError(f"cannot tokenize {text!r}")
+    return pieces
+
+
+class Tokenizer:
+    """A closed word-level vocabulary built from the task family's text."""
+
+    def __init__(self, texts):
+        vocab = {PAD: 0, BOS: 1, EOS: 2, "<unk>": 3}
+        for t in texts:
+            for p in split_tokens(t):
+                vocab.setdefault(p, len(vocab))
+        self.stoi = vocab
+        self.itos = list(vocab)
+
+    @classmethod
+    def for_tasks(cls) -> "Tokenizer":
+        """Every piece of every prompt and body of the task family (chains of two cover all joins)."""
+        texts = list(tasks.FOLLOWERS) + ["    return s\n"]
+        for comp in tasks.all_compositions(2):
+            texts.append(tasks.prompt(comp))
+        for op in tasks.OPS:
+            texts += [f"    {c}\n" for c in op.code]
+        return cls(texts)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.stoi.get(p, 3) for p in split_tokens(text)]
+
+    def decode(self, ids) -> str:
+        return "".join(self.itos[i] for i in ids if i > 3)
+
+
+# ---------------------------------------------------------------------------
+# The transformer (pre-LayerNorm GPT) with a key/value cache for sampling
+# ---------------------------------------------------------------------------
+
+class Block(nn.Module):
+    def __init__(self, d: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x, mask, cache=None, start: int = 0):
+        B, T, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        # [B, T, d] -> [B, H, T, d/H]
+        q, k, v = (t.view(B, T, self.n_head, d // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:  # cache: [2, B, H, T_max, d/H], filled up to `start`
+            cache[0, :, :, start:start + T] = k
+            cache[1, :, :, start:start + T] = v
+            k, v = cache[0, :, :, :start + T], cache[1, :, :, :start + T]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, d))
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyGPT(nn.Module):
+    def __init__(self, vocab: int, d: int = 64, n_layer: int = 2, n_head: int = 4, max_len: int = 160):
+        super().__init__()
+        self.max_len = max_len
+        self.tok = nn.Embedding(vocab, d)
+        self.pos = nn.Embedding(max_len, d)
+        self.blocks = nn.ModuleList(Block(d, n_head) for _ in range(n_layer))
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab, bias=False)
+
+    def forward(self, idx, pos, mask, caches=None, start: int = 0):
+        """idx, pos: [B, T]; mask: bool [B, 1, T, T_keys] (True = may attend); returns logits [B, T, V]."""
+        x = self.tok(idx) + self.pos(pos)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, mask, None if caches is None else caches[i], start)
+        return self.head(self.ln(x))
+
+
+def causal_mask(valid: torch.Tensor) -> torch.Tensor:
+    """valid: bool [B, T] (False = padding) -> bool [B, 1, T, T]: causal and no attention to padding."""
+    T = valid.shape[1]
+    tri = torch.ones(T, T, dtype=torch.bool, device=valid.device).tril()
+    m = tri[None, None] & valid[:, None, None, :]
+    return m | torch.eye(T, dtype=torch.bool, device=valid.device)[None, None]  # pads attend to themselves
+
+
+# ---------------------------------------------------------------------------
+# Training: docstring -> body, loss on the body tokens
+# ---------------------------------------------------------------------------
+
+@dataclass
+class TrainData:
+    ids: torch.Tensor        # [N, T] token ids, right-padded with PAD
+    loss_mask: torch.Tensor  # [N, T] True where the *next* token is part of the completion
+
+
+def build_training_data(tok: Tokenizer, compositions, n: int, seed: int, device) -> TrainData:
+    rng = random.Random(seed)
+    by_len: dict[int, list] = {}
+    for c in compositions:
+        by_len.setdefault(len(c), []).append(c)
+    lengths = sorted(by_len)
+    rows, marks = [], []
+    for _ in range(n):
+        comp = rng.choice(by_len[rng.choice(lengths)])
+        p, c = tasks.training_text(comp, rng)
+        pi, ci = tok.encode(p), tok.encode(c) + [tok.stoi[EOS]]
+        rows.append([tok.stoi[BOS]] + pi + ci)
+        marks.append([False] * len(pi) + [True] * len(ci) + [False])
+    T = max(map(len, rows))
+    ids = torch.zeros(n, T, dtype=torch.long)
+    mask = torch.zeros(n, T, dtype=torch.bool)
+    for j, (r, m) in enumerate(zip(rows, marks)):
+        ids[j, :len(r)] = torch.tensor(r)
+        mask[j, :len(m)] = torch.tensor(m)
+    return TrainData(ids.to(device), mask.to(device))
+
+
+def train_model(tok: Tokenizer, data: TrainData, steps: int, batch: int, lr: float, d: int, n_layer: int,
+                n_head: int, seed: int, device, log_every: int = 100) -> tuple[TinyGPT, dict]:
+    """AdamW with a cosine schedule; returns the model and its loss history."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    torch.manual_seed(seed)
+    model = TinyGPT(len(tok), d, n_layer, n_head, max_len=max(160, data.ids.shape[1] + 8)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    lengths = (data.ids != 0).sum(1)
+    hist = {"step": [], "loss": [], "seconds": 0.0}
+    t0 = time.perf_counter()
+    running = torch.zeros((), device=device)
+    for step in range(steps):
+        rows = torch.randint(0, data.ids.shape[0], (batch,), generator=g).to(device)
+        T = int(lengths[rows].max())  # trim the batch to its longest row (one host sync per step)
+        x = data.ids[rows, :T]
+        valid = x != 0
+        pos = torch.arange(T, device=device).expand(batch, T)
+        logits = model(x[:, :-1], pos[:, :-1], causal_mask(valid[:, :-1]))
+        m = data.loss_mask[rows, :T - 1]
+        loss = F.cross_entropy(logits[m], x[:, 1:][m])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running += loss.detach()
+        if (step + 1) % log_every == 0 or step == steps - 1:
+            k = (step % log_every) + 1
+            hist["step"].append(step + 1)
+            hist["loss"].append(float(running) / k)
+            running.zero_()
+    hist["seconds"] = time.perf_counter() - t0
+    return model.eval(), hist
+
+
+# ---------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Samples:
+    completions: list[list[str]]   # [P][n] completion text, cut at the first stop sequence
+    logp_sum: torch.Tensor         # [P, n] sum of token log-probabilities (temperature 1)
+    logp_mean: torch.Tensor        # [P, n] mean token log-probability
+    n_tokens: torch.Tensor         # [P, n]
+    tokens: torch.Tensor           # [P, n, max_new_tokens] sampled ids (0 after the stop)
+
+
+def truncate_at_stop(text: str, stops=STOP_SEQUENCES) -> str:
+    """Cut ``text`` at the earliest occurrence of any stop sequence (human-eval/Codex convention)."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus filtering: keep the smallest set of tokens whose probability reaches top_p."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    before = probs.cumsum(-1) - probs           # mass of strictly more likely tokens
+    drop_sorted = before >= top_p               # never drops the most likely token
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+@torch.no_grad()
+def sample(model: TinyGPT, tok: Tokenizer, prompts: list[str], n: int, temperature: float, top_p: float,
+           max_new_tokens: int, generator: torch.Generator, stops=STOP_SEQUENCES) -> Samples:
+    """n completions per prompt, all prompts x samples in one batch with a KV cache."""
+    device = next(model.parameters()).device
+    P = len(prompts)
+    enc = [[tok.stoi[BOS]] + tok.encode(p) for p in prompts]
+    Lp = max(map(len, enc))
+    B = P * n
+    # Left-pad prompts so every row's next token sits at the same column.
+    ids = torch.zeros(P, Lp, dtype=torch.long)
+    for j, e in enumerate(enc):
+        ids[j, Lp - len(e):] = torch.tensor(e)
+    ids = ids.to(device).repeat_interleave(n, 0)                          # [B, Lp]
+    valid = ids != 0
+    pad = (~valid).sum(1, keepdim=True)                                   # [B, 1]
+    T_max = Lp + max_new_tokens
+    d, H = model.tok.embedding_dim, model.blocks[0].n_head
+    caches = [torch.zeros(2, B, H, T_max, d // H, device=device) for _ in model.blocks]
+    keys_valid = torch.zeros(B, T_max, dtype=torch.bool, device=device)
+    keys_valid[:, :Lp] = valid
+    pos = (torch.arange(Lp, device=device)[None] - pad).clamp(min=0)
+    logits = model(ids, pos, causal_mask(valid)[..., :Lp], caches, 0)[:, -1]  # prefill
+    # Vectorised stop detection: a stop sequence is "\n" followed by a token starting with a stop word.
+    stop_words = tuple(s[1:] for s in stops)
+    starts_stop = torch.tensor([t.startswith(stop_words) for t in tok.itos], device=device)
+    nl, eos = tok.stoi.get("\n", -1), tok.stoi[EOS]
+    out = torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)
+    logp = torch.zeros(B, max_new_tokens, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    length = torch.zeros(B, dtype=torch.long, device=device)   # completion tokens before the stop
+    prev = ids[:, -1]
+    for t in range(max_new_tokens):
+        scaled = logits / max(temperature, 1e-6)
+        probs = top_p_filter(scaled, top_p).softmax(-1)
+        nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1) if temperature > 0 else scaled.argmax(-1)
+        lp = logits.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1)
+        stop_now = (nxt == eos) | ((prev == nl) & starts_stop[nxt])
+        live = ~done
+        out[:, t] = torch.where(live, nxt, 0)
+        logp[:, t] = torch.where(live & ~stop_now, lp, 0.0)
+        length += live & ~stop_now
+        done |= stop_now
+        prev = nxt
+        if t % 8 == 7 and bool(done.all()):
+            break
+        keys_valid[:, Lp + t] = True
+        mask = keys_valid[:, None, None, :Lp + t + 1]
+        step_pos = (Lp + t - pad).clamp(max=model.max_len - 1)
+        logits = model(nxt[:, None], step_pos, mask, caches, Lp + t)[:, -1]
+    texts = [truncate_at_stop(tok.decode(row), stops) for row in out.tolist()]
+    counted = length
+    n_tok = counted.clamp(min=1)
+    lsum = logp.sum(1)
+    comps = [texts[j * n:(j + 1) * n] for j in range(P)]
+    return Samples(comps, lsum.view(P, n).cpu(), (lsum / n_tok).view(P, n).cpu(), counted.view(P, n).cpu(),
+                   out.view(P, n, -1).cpu())
+
+
+# ---------------------------------------------------------------------------
+# BLEU (Papineni et al., 2002) on code tokens, with add-one smoothing
+# ---------------------------------------------------------------------------
+
+def bleu(candidate: str, reference: str, max_n: int = 4) -> float:
+    from collections import Counter
+
+    c, r = split_code(candidate), split_code(reference)
+    if not c:
+        return 0.0
+    logs = []
+    for n in range(1, max_n + 1):
+        cn = Counter(tuple(c[i:i + n]) for i in range(len(c) - n + 1))
+        rn = Counter(tuple(r[i:i + n]) for i in range(len(r) - n + 1))
+        match = sum(min(v, rn[g]) for g, v in cn.items())
+        total = max(sum(cn.values()), 0)
+        logs.append(math.log((match + 1) / (total + 1)))
+    bp = min(0.0, 1 - len(r) / len(c))
+    return math.exp(bp + sum(logs) / max_n)
+
+
+def split_code(text: str) -> list[str]:
+    return re.findall(r"[A-Za-z_]+|\d+|'[^']*'|\S", text)
