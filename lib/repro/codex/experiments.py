@@ -245,7 +245,10 @@ def estimator_bias(passed: np.ndarray, n_small: int, resamples: int, seed: int) 
 def hf_generate(path: str, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
                 batch: int, device, seed: int = 0) -> list[list[str]]:
     """n completions per prompt from a local HF causal LM, cut at the Codex stop sequences."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as err:  # transformers is the optional extra `hf`
+        raise ImportError("the Codex paper profile needs transformers: pip install -e '.[hf]'") from err
 
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device).eval()
