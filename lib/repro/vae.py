@@ -474,7 +474,7 @@ class IWAEConfig(ProfileConfig):
     data_root: str = param("data", "folder holding mnist/ and omniglot/ (paper profile)")
     download: bool = param(False, "download MNIST / Omniglot if missing (needs internet)")
     n_test: int = param(297, "digits only: test images held out by the fixed split", min=1, max=1796)
-    layers: tuple[int, ...] = param((1,), "stochastic-layer counts to train (paper: 1 and 2)", min=1, max=2)
+    layers: tuple[int, ...] = param((1, 2), "stochastic-layer counts to train (paper: 1 and 2)", min=1, max=2)
     ks: tuple[int, ...] = param((1, 5, 50), "numbers of importance samples k (Table 1 rows)", min=1)
     n_seeds: int = param(3, "models per (layers, k, objective): seeds seed, seed+1, ...", min=1, max=32)
     hidden_1l: int = param(64, "deterministic width of the 1-layer net (paper: 200)", min=1)
