@@ -34,5 +34,17 @@ def smoke_run(smoke_dir):
     return get
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for modules of tiny tensor ops: on a busy 2-core
+    machine two threads oversubscribe the cores and were >10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_configure(config):
     os.environ.setdefault("REPRO_ROOT", str(ROOT))

@@ -9,13 +9,7 @@ import torch
 from repro import ais
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: on a busy 2-core machine two threads were >10x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny ops: see conftest
 
 
 @pytest.mark.parametrize("name", ais.SCHEDULES)

@@ -15,13 +15,7 @@ from repro.codex.passk import pass_at_k
 from repro.config import ConfigError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one intra-op thread is faster (two oversubscribe a shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny ops: see conftest
 
 
 # ---------------------------------------------------------------- task family

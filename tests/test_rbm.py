@@ -13,13 +13,7 @@ from repro.config import ConfigError
 D = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many tiny ops; on a busy 2-core machine two threads were >10x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny ops: see conftest
 
 
 def _random_rbm(V, H, scale=1.0, seed=0) -> R.RBM:

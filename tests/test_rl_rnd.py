@@ -13,13 +13,7 @@ from repro.rl.rnd_chapter import RNDConfig, montezuma_probe
 from repro.rl.trainer import Trainer, load_checkpoint, save_checkpoint, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one intra-op thread is much faster than two on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny ops: see conftest
 
 
 def test_intrinsic_reward_is_squared_error_norm():
