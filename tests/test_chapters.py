@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +48,29 @@ def test_site_builds_without_warnings(smoke_run, tmp_path):
     for name in CHAPTERS:
         page = (html / "book" / f"{name}.html").read_text()
         assert "scorecard" in page.lower()
+
+
+def _nbval(notebook: Path, run_dir: Path) -> subprocess.CompletedProcess:
+    """Re-execute ``notebook`` under nbval (lax: only cells marked NBVAL_CHECK_OUTPUT are compared)."""
+    env = {**os.environ, "REPRO_RUN_DIR": str(run_dir)}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                           str(notebook)], cwd=notebook.parent, env=env, capture_output=True, text=True)
+
+
+def test_grokking_reexecutes_to_the_same_numbers(smoke_run, tmp_path):
+    """A reader who re-runs the executed chapter gets the numbers it shows (seeded determinism), and
+    nbval really compares them: the same notebook with one stored number changed fails."""
+    nb_path = smoke_run("grokking").out / "grokking.ipynb"
+    nb = json.loads(nb_path.read_text())
+    marked = [c for c in nb["cells"] if c["cell_type"] == "code" and "# NBVAL_CHECK_OUTPUT" in "".join(c["source"])]
+    assert marked, "the grokking chapter marks its step-count cell for nbval"
+    ok = _nbval(nb_path, tmp_path / "rerun")
+    assert ok.returncode == 0, ok.stdout[-3000:]
+
+    stdout = next(o for o in marked[0]["outputs"] if o.get("name") == "stdout")
+    text = "".join(stdout["text"])
+    stdout["text"] = text.replace("steps to 99% train:", "steps to 99% train: 0")
+    tampered = tmp_path / "tampered.ipynb"
+    tampered.write_text(json.dumps(nb))
+    bad = _nbval(tampered, tmp_path / "rerun2")
+    assert bad.returncode != 0, "nbval accepted a changed output"
