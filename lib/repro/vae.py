@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ais import log_mean_exp  # the one stable log-mean-exp, shared with AIS
 from .config import ConfigError, ProfileConfig, param
 
 LOG_2PI = math.log(2 * math.pi)
@@ -36,11 +37,6 @@ LOG_2PI = math.log(2 * math.pi)
 # ---------------------------------------------------------------------------
 # The bound and the two gradient estimators, as functions of log-weights
 # ---------------------------------------------------------------------------
-
-
-def log_mean_exp(a: torch.Tensor, dim: int) -> torch.Tensor:
-    """log (1/n) sum_i exp(a_i) along ``dim``, computed stably."""
-    return torch.logsumexp(a, dim) - math.log(a.shape[dim])
 
 
 def iwae_bound(log_w: torch.Tensor, dim: int = -2) -> torch.Tensor:
