@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from repro.book import ChapterOutcome, build_site, stage_site
-from repro.chapters import all_chapters
-from repro.report import NOT_EVALUATED, NOT_REPRODUCED, REPRODUCED
+from repro.catalog import all_chapters
+from repro.scorecard import CHECK_STATUSES, FINDING, FINDING_STATUSES, KINDS, NOT_EVALUATED
 
 CHAPTERS = [c.name for c in all_chapters()]
 
@@ -23,11 +23,17 @@ def test_chapter_runs_at_smoke(name, smoke_run):
     m = json.loads((res.out / "metrics.json").read_text())
     assert m["chapter"] == name and m["profile"] == "smoke"
     assert m["scorecard"], "a chapter states its claims"
+    findings = [c for c in m["scorecard"] if c["kind"] == FINDING]
+    assert findings, "a chapter states at least one finding of its paper"
     for claim in m["scorecard"]:
-        assert claim["status"] in (REPRODUCED, NOT_REPRODUCED, NOT_EVALUATED)
-        assert claim["id"] and claim["statement"] and claim["paper"]
-    assert m["claims_evaluated"] == sum(c["status"] != NOT_EVALUATED for c in m["scorecard"])
-    for key in ("config", "library_version", "device", "wall_time_s", "torch", "seed"):
+        assert claim["kind"] in KINDS
+        assert claim["status"] in (FINDING_STATUSES if claim["kind"] == FINDING else CHECK_STATUSES)
+        assert claim["id"] and claim["statement"] and claim["paper"] and claim["rule"]
+        if claim["status"] == NOT_EVALUATED:
+            assert claim["note"], "a claim not evaluated says which profile or parameter evaluates it"
+    assert m["findings_evaluated"] == sum(c["status"] != NOT_EVALUATED for c in findings)
+    assert m["findings_reproduced"] == sum(c["status"] == "reproduced" for c in findings)
+    for key in ("config", "library_version", "device", "wall_time_s", "torch", "seed", "commit"):
         assert key in m
     assert (res.out / f"{name}.ipynb").exists() and (res.out / "run.log").exists()
     assert any((res.out / "figures").glob("*.png")), "a chapter shows at least one figure"
@@ -47,7 +53,10 @@ def test_site_builds_without_warnings(smoke_run, tmp_path):
     assert "Reproducible papers" in intro
     for name in CHAPTERS:
         page = (html / "book" / f"{name}.html").read_text()
-        assert "scorecard" in page.lower()
+        assert "scorecard" in page.lower() and "Implementation checks" in page
+    status = (html / "book" / "status.html").read_text()
+    assert "Reproduction status" in status
+    assert all(f'href="{name}.html"' in status for name in CHAPTERS), "the status page links every chapter"
 
 
 def _nbval(notebook: Path, run_dir: Path) -> subprocess.CompletedProcess:

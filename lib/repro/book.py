@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .chapters import Chapter, all_chapters, get_chapter
-from .report import repo_root
+from .catalog import Chapter, all_chapters, get_chapter
+from .paths import repo_root
 from .runner import ChapterFailed, run_chapter
 
 LIB = Path(__file__).resolve().parent
@@ -103,45 +103,59 @@ class ChapterOutcome:
     profile: str
     status: str  # executed | cached | failed
     wall_time_s: float | None
-    reproduced: int | None
-    evaluated: int | None
+    reproduced: int | None  # findings reproduced
+    evaluated: int | None   # findings evaluated
     folder: Path | None
     error: str = ""
+    seed: int | None = None
+
+
+def _normalise(chapter: Chapter, profile: str, overrides: dict | None) -> dict:
+    """Drop overrides equal to the profile's value, so ``-p seed=0`` shares the default run's cache."""
+    overrides = dict(overrides or {})
+    if not overrides:
+        return {}
+    base = chapter.config_class.for_profile(profile).to_dict()
+    cfg = chapter.config_class.for_profile(profile, **overrides).to_dict()
+    return {k: cfg[k] for k in sorted(overrides) if cfg[k] != base[k]}
+
+
+def run_cached(ch: Chapter, profile: str = "book", overrides: dict | None = None, cache_root: Path | None = None,
+               force: bool = False, stream=None) -> ChapterOutcome:
+    """Run chapter ``ch`` (or fetch its cached run); keep one cached run per profile and overrides."""
+    stream = stream or sys.stderr
+    cache_root = Path(cache_root) if cache_root else repo_root() / "_build" / "cache"
+    overrides = _normalise(ch, profile, overrides)
+    tag = profile + "".join(f"-{k}{v}" for k, v in overrides.items())
+    key = cache_key(ch, profile, overrides)
+    folder = cache_root / ch.name / f"{tag}-{key}"
+    seed = overrides.get("seed", ch.config_class.for_profile(profile).seed)
+    if folder.joinpath("metrics.json").exists() and not force:
+        m = json.loads(folder.joinpath("metrics.json").read_text())
+        print(f"[{ch.name} {tag}] unchanged since its last run: cached ({folder})", file=stream, flush=True)
+        return ChapterOutcome(ch.name, profile, "cached", m.get("wall_time_s"), m["findings_reproduced"],
+                              m["findings_evaluated"], folder, seed=seed)
+    try:
+        res = run_chapter(ch.name, profile, overrides, stream=stream)
+    except ChapterFailed as err:
+        print(f"[{ch.name} {tag}] FAILED: {err}", file=stream, flush=True)
+        return ChapterOutcome(ch.name, profile, "failed", None, None, None, None, str(err), seed=seed)
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(res.out, folder)
+    for old in folder.parent.glob(f"{tag}-*"):  # keep one cached run per profile and overrides
+        if old != folder and old.name.rpartition("-")[0] == tag:
+            shutil.rmtree(old, ignore_errors=True)
+    m = res.metrics
+    return ChapterOutcome(ch.name, profile, "executed", m["wall_time_s"], m["findings_reproduced"],
+                          m["findings_evaluated"], folder, seed=seed)
 
 
 def execute_all(profile: str = "book", names: list[str] | None = None, cache_root: Path | None = None,
                 force: bool = False, stream=None) -> list[ChapterOutcome]:
     """Run (or fetch from cache) each chapter; return one outcome per chapter."""
-    stream = stream or sys.stderr
-    root = repo_root()
-    cache_root = Path(cache_root) if cache_root else root / "_build" / "cache"
     chapters = [get_chapter(n) for n in names] if names else all_chapters()
-    outcomes = []
-    for ch in chapters:
-        key = cache_key(ch, profile)
-        folder = cache_root / ch.name / f"{profile}-{key}"
-        if folder.joinpath("metrics.json").exists() and not force:
-            m = json.loads(folder.joinpath("metrics.json").read_text())
-            print(f"[{ch.name} {profile}] unchanged since its last run: cached ({folder})", file=stream, flush=True)
-            outcomes.append(ChapterOutcome(ch.name, profile, "cached", m.get("wall_time_s"),
-                                           m["claims_reproduced"], m["claims_evaluated"], folder))
-            continue
-        try:
-            res = run_chapter(ch.name, profile, stream=stream)
-        except ChapterFailed as err:
-            print(f"[{ch.name} {profile}] FAILED: {err}", file=stream, flush=True)
-            outcomes.append(ChapterOutcome(ch.name, profile, "failed", None, None, None, None, str(err)))
-            continue
-        if folder.exists():
-            shutil.rmtree(folder)
-        shutil.copytree(res.out, folder)
-        for old in folder.parent.glob(f"{profile}-*"):  # keep one cached run per profile
-            if old != folder:
-                shutil.rmtree(old, ignore_errors=True)
-        m = res.metrics
-        outcomes.append(ChapterOutcome(ch.name, profile, "executed", m["wall_time_s"],
-                                       m["claims_reproduced"], m["claims_evaluated"], folder))
-    return outcomes
+    return [run_cached(ch, profile, None, cache_root, force, stream) for ch in chapters]
 
 
 def stage_site(outcomes: list[ChapterOutcome], src: Path) -> Path:
@@ -160,6 +174,9 @@ def stage_site(outcomes: list[ChapterOutcome], src: Path) -> Path:
         if ch.name in executed:
             shutil.copy2(executed[ch.name] / f"{ch.name}.ipynb", src / "book" / f"{ch.name}.ipynb")
     shutil.copytree(root / "lib", src / "lib", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    from .status import status_page
+
+    (src / "book" / "status.md").write_text(status_page(outcomes))
     return src
 
 
@@ -182,7 +199,7 @@ def build_site(src: Path, out_parent: Path, strict: bool = True, stream=None) ->
 
 
 def table(outcomes: list[ChapterOutcome]) -> str:
-    rows = [("chapter", "profile", "wall time", "claims reproduced", "source")]
+    rows = [("chapter", "profile", "wall time", "findings reproduced", "source")]
     for o in outcomes:
         wall = f"{o.wall_time_s:.0f} s" if o.wall_time_s is not None else "—"
         claims = f"{o.reproduced}/{o.evaluated}" if o.evaluated is not None else "—"

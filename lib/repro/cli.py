@@ -1,10 +1,10 @@
-"""Command line: ``python -m repro {list,params,run,book}``."""
+"""Command line: ``python -m repro {list,params,run,book,robustness}``."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .chapters import ChapterError, all_chapters, get_chapter
+from .catalog import ChapterError, all_chapters, get_chapter
 from .config import PROFILE_NAMES, ConfigError
 
 
@@ -27,7 +27,22 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, help="folder that receives _build/html (default: the repository)")
     b.add_argument("--force", action="store_true", help="ignore the execution cache")
     b.add_argument("--no-strict", action="store_true", help="do not treat Sphinx warnings as errors")
+    rb = sub.add_parser("robustness", help="run chapters once per base seed (cached) and tabulate findings x seeds")
+    rb.add_argument("chapter", nargs="*", help="chapters (default: all)")
+    rb.add_argument("--seeds", default="0,1,2", help="comma-separated base seeds (default 0,1,2)")
+    rb.add_argument("--profile", default="book", choices=PROFILE_NAMES)
+    rb.add_argument("--force", action="store_true", help="ignore the execution cache")
     return p
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated non-negative integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must be distinct non-negative integers, got {text!r}")
+    return seeds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
             from .book import make_book
 
             return make_book(args.profile, args.chapter, args.out, force=args.force, strict=not args.no_strict)
+        if args.cmd == "robustness":
+            seeds = _seeds(args.seeds)
+            for name in args.chapter:
+                get_chapter(name)  # unknown names fail before any work
+            from .robustness import run_robustness
+
+            return run_robustness(args.chapter or None, seeds, args.profile, force=args.force)
     except (ConfigError, ChapterError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

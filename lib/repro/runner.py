@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .chapters import Chapter, get_chapter
+from .catalog import Chapter, get_chapter
 from .config import ConfigError
-from .report import repo_root
+from .paths import repo_root
 
 
 class ChapterFailed(RuntimeError):
@@ -173,6 +173,6 @@ def run_chapter(name: str, profile: str = "book", overrides: dict[str, Any] | No
     metrics_path.write_text(json.dumps(metrics, indent=2))
     budget = chapter.budget_s.get(profile)
     over = f" (over its {budget}s budget)" if budget and wall > budget else ""
-    print(f"{prefix} done in {wall:.1f}s{over}: {metrics['claims_reproduced']}/{metrics['claims_evaluated']} "
-          f"claims reproduced; outputs in {out}", file=stream, flush=True)
+    print(f"{prefix} done in {wall:.1f}s{over}: {metrics['findings_reproduced']}/{metrics['findings_evaluated']} "
+          f"findings reproduced; outputs in {out}", file=stream, flush=True)
     return RunResult(name, profile, out, executed, metrics, wall)

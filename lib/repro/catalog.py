@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from .report import repo_root
+from .paths import repo_root
 
 
 class ChapterError(LookupError):
