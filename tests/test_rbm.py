@@ -8,6 +8,8 @@ import torch
 
 from repro import ais
 from repro import rbm as R
+from repro.chapters.raise_rbm import config as raise_config
+from repro.chapters.raise_rbm import experiments as raise_ex
 from repro.config import ConfigError
 
 D = torch.float64
@@ -37,19 +39,12 @@ def _all_visible_probs(rbm: R.RBM) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _gibbs_matrix(rbm: R.RBM) -> torch.Tensor:
-    """Exact v -> h -> v transition matrix T[v, v'] = sum_h p(h|v) p(v'|h)."""
-    V, H = rbm.n_visible, rbm.n_hidden
-    v, h = R.binary_states(0, 2**V, V), R.binary_states(0, 2**H, H)
-    ph = R.p_h_given_v(rbm, v)  # [2^V, H]
-    P_h = torch.exp((h[None] * ph[:, None].log() + (1 - h[None]) * (1 - ph[:, None]).log()).sum(-1))  # [2^V, 2^H]
-    pv = R.p_v_given_h(rbm, h)  # [2^H, V]
-    P_v = torch.exp((v[None] * pv[:, None].log() + (1 - v[None]) * (1 - pv[:, None]).log()).sum(-1))  # [2^H, 2^V]
-    return P_h @ P_v
+    return R.gibbs_transition_matrix(rbm)
 
 
 def _intermediate(base: R.RBM, target: R.RBM, beta: float) -> R.RBM:
     """p_beta of the annealing path written as an ordinary RBM."""
-    return R.RBM(beta * target.W, (1 - beta) * base.b + beta * target.b, beta * target.c)
+    return R.intermediate_rbm(R.RBMAnnealingPath(base, target), beta)
 
 
 @pytest.mark.parametrize("V,H", [(8, 6), (6, 8), (5, 5)])
@@ -153,12 +148,7 @@ def test_ais_converges_to_the_exact_log_Z():
 
 def _p_ann(path: R.RBMAnnealingPath, betas: list[float]) -> torch.Tensor:
     """Exact visible marginal of the annealing model: p_0 T_1 ... T_K (tiny RBMs only)."""
-    V = path.target.n_visible
-    v = R.binary_states(0, 2**V, V)
-    p = torch.softmax(R.log_f(path.base, v), 0)
-    for beta in betas[1:]:
-        p = p @ _gibbs_matrix(_intermediate(path.base, path.target, beta))
-    return p
+    return R.annealing_marginal_exact(path, betas)
 
 
 def test_raise_is_unbiased_for_p_ann_and_conservative():
@@ -197,7 +187,7 @@ def test_raise_approaches_the_exact_log_likelihood_at_large_K():
 
 
 def test_training_improves_the_exact_log_likelihood_over_the_base_rates():
-    train, test = R.load_binary_data("digits")
+    train, test = raise_ex.load_binary_data("digits")
     train, test = train[:400], test[:200]
     base = R.base_rate_rbm(train, 6)
     base_ll = float(R.log_likelihood_exact(base, test).mean())
@@ -216,22 +206,22 @@ def test_parse_method_and_config_validation():
     with pytest.raises(ValueError):
         R.parse_method("cd0")
     with pytest.raises(ConfigError):
-        R.RaiseConfig.for_profile("book", small_hidden=30)
+        raise_config.RaiseConfig.for_profile("book", small_hidden=30)
     with pytest.raises(ConfigError):
-        R.RaiseConfig.for_profile("book", small_methods=("cd7",))
+        raise_config.RaiseConfig.for_profile("book", small_methods=("cd7",))
     with pytest.raises(ConfigError):
-        R.RaiseConfig.for_profile("book", Ks=(1, 2))
+        raise_config.RaiseConfig.for_profile("book", Ks=(1, 2))
     with pytest.raises(ConfigError):
-        R.RaiseConfig.for_profile("book", schedule="piecewise", K_grid=(2, 10))
+        raise_config.RaiseConfig.for_profile("book", schedule="piecewise", K_grid=(2, 10))
     with pytest.raises(ConfigError):
-        R.RaiseConfig.for_profile("book", K_grid=(100, 10))
+        raise_config.RaiseConfig.for_profile("book", K_grid=(100, 10))
     with pytest.raises(ConfigError):
-        R.RaiseConfig.for_profile("book", small_methods=())
-    assert R.RaiseConfig.for_profile("book", large_methods=()).large_methods == ()
+        raise_config.RaiseConfig.for_profile("book", small_methods=())
+    assert raise_config.RaiseConfig.for_profile("book", large_methods=()).large_methods == ()
 
 
 def test_paper_profile_builds_and_runs_briefly(tmp_path):
-    cfg = R.RaiseConfig.for_profile("paper")
+    cfg = raise_config.RaiseConfig.for_profile("paper")
     assert cfg.dataset == "mnist" and cfg.large_hidden == 500 and max(cfg.K_grid) == 100_000 and not cfg.download
     assert set(cfg.large_methods) == {"cd1", "cd3", "cd25", "pcd"}
     # the real MNIST pipeline on tiny IDX files, then a step or two of every phase on CPU
@@ -244,19 +234,156 @@ def test_paper_profile_builds_and_runs_briefly(tmp_path):
     write_idx(tmp_path / "train-labels-idx1-ubyte", labels[:100])
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", imgs[100:])
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[100:])
-    tiny = R.RaiseConfig.for_profile("paper", device="cpu", data_root=str(tmp_path), epochs=1, small_hidden=4,
-                                     large_hidden=6, small_methods=("cd1",), large_methods=("cd3",), K_grid=(3,),
-                                     large_K_grid=(3,), ais_chains=4, ais_reps=2, raise_reps=2)
-    train, test = R.load_binary_data(tiny.dataset, tiny.data_root, tiny.binarize)
+    tiny = raise_config.RaiseConfig.for_profile(
+        "paper", device="cpu", data_root=str(tmp_path), epochs=1, small_hidden=4, large_hidden=6,
+        small_methods=("cd1",), large_methods=("cd3",), K_grid=(3,), large_K_grid=(3,), ais_chains=4, ais_reps=2,
+        raise_reps=2, bias_reps=5)
+    train, test = raise_ex.load_binary_data(tiny.dataset, tiny.data_root, tiny.binarize)
     assert train.shape == (100, 784) and test.shape == (20, 784)
     assert set(train.unique().tolist()) <= {0.0, 1.0}
-    out = R.run_experiments(tiny, log=lambda *a: None)
+    out = raise_ex.run_experiments(tiny, log=lambda *a: None)
     assert out["n_train"] == 100 and out["n_test"] == 20
     assert len(out["small"]) == 1 and len(out["large"]) == 1
     small, large = out["small"][0], out["large"][0]
     assert small.exact is not None and large.exact is None
     assert len(small.ais[0]) == 2 and len(small.raise_[0]) == 2
+    assert len(small.ais_bias_runs) == 5 and large.ais_bias_runs is None
     assert all(math.isfinite(x) for x in small.ais[0] + small.raise_[0] + large.ais[0] + large.raise_[0])
+
+
+def test_train_rbm_checkpoint_resume_and_mismatch(tmp_path, monkeypatch):
+    from repro.checkpoint import CheckpointMismatch
+
+    train, _ = raise_ex.load_binary_data("digits")
+    train = train[:300]
+    s = R.TrainSettings(n_hidden=5, method="pcd", epochs=6, batch_size=30, lr=0.1, seed=3)
+    want, want_hist = R.train_rbm(train, s)
+    # a run interrupted during epoch 5 (last checkpoint: epoch 4), then resumed, gives the same RBM
+    ck = tmp_path / "rbm.pt"
+    real_epoch = R._train_epoch
+
+    def interrupted(st, *args):
+        if st.epoch == 4:
+            raise KeyboardInterrupt
+        return real_epoch(st, *args)
+
+    monkeypatch.setattr(R, "_train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        R.train_rbm(train, s, checkpoint=ck, checkpoint_every=2, identity=R.make_identity("t", s.__dict__))
+    monkeypatch.setattr(R, "_train_epoch", real_epoch)
+    got, got_hist = R.train_rbm(train, s, checkpoint=ck, checkpoint_every=2, identity=R.make_identity("t", s.__dict__))
+    for a, b in zip((want.W, want.b, want.c), (got.W, got.b, got.c)):
+        assert torch.equal(a, b)
+    assert got_hist.recon_error == want_hist.recon_error
+    # resuming a finished run does no more work and returns the same model
+    again, _ = R.train_rbm(train, s, checkpoint=ck, identity=R.make_identity("t", s.__dict__))
+    assert torch.equal(again.W, want.W)
+    # a checkpoint written with other hyperparameters is refused
+    other = R.TrainSettings(**{**s.__dict__, "lr": 0.05})
+    with pytest.raises(CheckpointMismatch):
+        R.train_rbm(train, other, checkpoint=ck)  # default identity: the settings
+    with pytest.raises(CheckpointMismatch):
+        R.train_rbm(train, s, checkpoint=ck, identity=R.make_identity("t", other.__dict__))
+
+
+def test_chapter_checkpoints_through_the_config(tmp_path):
+    train, _ = raise_ex.load_binary_data("digits")
+    cfg = raise_config.RaiseConfig.for_profile("smoke", epochs=2, checkpoint_dir=str(tmp_path))
+    m1, _ = raise_ex.train_one(cfg, train[:200], "small", 4, "cd1", 0)
+    assert (tmp_path / "raise-small-cd1-4h.pt").exists()
+    m2, _ = raise_ex.train_one(cfg, train[:200], "small", 4, "cd1", 0)  # resumed from the finished checkpoint
+    assert torch.equal(m1.W, m2.W)
+    from repro.checkpoint import CheckpointMismatch
+
+    with pytest.raises(CheckpointMismatch):
+        other = raise_config.RaiseConfig.for_profile("smoke", epochs=2, lr=0.2, checkpoint_dir=str(tmp_path))
+        raise_ex.train_one(other, train[:200], "small", 4, "cd1", 0)
+
+
+def test_config_imports_no_torch_and_params_is_fast():
+    import subprocess
+    import sys
+
+    code = "import sys, repro.chapters.raise_rbm.config; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    out = subprocess.run([sys.executable, "-m", "repro", "params", "raise"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "K_grid" in out and "checkpoint_dir" in out
+
+
+def test_config_mirrors_the_library_constants():
+    assert raise_config.MAX_ENUMERATION_UNITS == R.MAX_ENUMERATION_UNITS
+    assert raise_config.SCHEDULES == ais.SCHEDULES
+    assert raise_config.DTYPE_CHOICES == tuple(raise_ex.DTYPES)
+    for m in raise_config.METHOD_CHOICES:
+        R.parse_method(m)
+    ids = [c.id for c in raise_config.CLAIMS]
+    assert len(ids) == len(set(ids))
+    assert {c.id for c in raise_config.CLAIMS if c.kind == "finding"} == {
+        "ais_above_exact_small_K", "raise_below_exact_small_K", "bracket_every_K", "converge_at_large_K",
+        "ais_raise_agree_large"}
+
+
+def _status(claim_id: str, **values) -> str:
+    from repro.scorecard import Scorecard
+
+    sc = Scorecard("raise", "book", raise_config.CLAIMS)
+    return sc.evaluate(claim_id, **values).status
+
+
+def test_finding_rules_give_each_status_on_synthetic_values():
+    # AIS − exact per AIS run: clearly above 0 / above but within 2 s.e. / below
+    assert _status("ais_above_exact_small_K", values=[0.30, 0.35, 0.40, 0.32]) == "reproduced"
+    assert _status("ais_above_exact_small_K", values=[0.5, -0.4, 0.3, -0.2]) == "inconclusive"
+    assert _status("ais_above_exact_small_K", values=[-0.1, -0.05, 0.02]) == "not reproduced"
+    assert _status("ais_above_exact_small_K", values=[0.3, 0.31]) == "inconclusive"  # too few runs
+    # RAISE − exact per RAISE run
+    assert _status("raise_below_exact_small_K", values=[-1.3, -1.35, -1.32]) == "reproduced"
+    assert _status("raise_below_exact_small_K", values=[-0.5, 0.4, -0.3]) == "inconclusive"
+    assert _status("raise_below_exact_small_K", values=[0.1, 0.2, 0.15]) == "not reproduced"
+    # every (RBM, K) case
+    assert _status("bracket_every_K", passed=[True] * 21, values=[0.0] * 21) == "reproduced"
+    assert _status("bracket_every_K", passed=[True] * 20 + [False]) == "inconclusive"
+    assert _status("bracket_every_K", passed=[False] * 15 + [True] * 6) == "not reproduced"
+    # estimate − exact at the largest K, tolerance 0.1
+    tol = raise_config.CONVERGE_TOL
+    assert _status("converge_at_large_K", values=[0.01, -0.01, 0.0, 0.005]) == "reproduced"
+    assert _status("converge_at_large_K", values=[0.9 * tol, 0.5 * tol, 1.3 * tol]) == "inconclusive"
+    assert _status("converge_at_large_K", values=[2 * tol, 2.1 * tol, 1.9 * tol]) == "not reproduced"
+    # AIS − RAISE on the large RBM
+    tol = raise_config.AGREE_TOL
+    assert _status("ais_raise_agree_large", values=[0.1 * tol, 0.12 * tol, 0.08 * tol]) == "reproduced"
+    assert _status("ais_raise_agree_large", values=[0.2 * tol, 1.5 * tol, 0.4 * tol]) == "inconclusive"
+    assert _status("ais_raise_agree_large", values=[3 * tol, 2.5 * tol, 3.2 * tol]) == "not reproduced"
+
+
+def _curve(name, exact, ais_rows, raise_rows):
+    K = list(range(1, len(ais_rows) + 1))
+    return raise_ex.EstimateCurve(name, "cd1", 3, K, ais_rows, raise_rows, exact, [1.0] * len(K), 0.0)
+
+
+def test_weakest_case_decides_like_requiring_every_case():
+    a = _curve("A", -10.0, [[-9.0, -9.1, -8.9], [-10.0, -9.99, -10.01]],
+               [[-11.0, -11.1, -10.9], [-10.0, -10.01, -9.99]])
+    b = _curve("B", -20.0, [[-19.99, -19.95, -20.02], [-20.0, -20.01, -19.99]],
+               [[-20.5, -20.6, -20.4], [-20.2, -20.3, -20.0]])
+    name, vals = raise_ex.small_K_values([a, b], "ais")
+    assert name == "B" and _status("ais_above_exact_small_K", values=vals) == "inconclusive"
+    name, vals = raise_ex.small_K_values([a, b], "raise")
+    assert name == "A" or name == "B"
+    assert _status("raise_below_exact_small_K", values=vals) == "reproduced"
+    name, vals = raise_ex.converge_values([a, b], raise_config.CONVERGE_TOL)
+    assert name == "B RAISE"  # mean error 0.17 misses the 0.1 tolerance
+    assert _status("converge_at_large_K", values=vals) == "not reproduced"
+    passed, violation, labels = raise_ex.bracket_values([a, b], raise_config.Z)
+    assert len(passed) == 4 and all(passed) and labels[0] == "A K=1"
+    assert raise_ex.margin_in_se([1.0, 1.0], lambda m: m) == math.inf
+
+
+def test_implementation_checks_pass():
+    for check in (raise_ex.check_enumeration, raise_ex.check_ais_unbiased, raise_ex.check_raise_unbiased):
+        ok, text = check(0)
+        assert ok, text
 
 
 @pytest.mark.chapter
@@ -270,6 +397,9 @@ def test_smoke_chapter(smoke_run):
         assert all(x < 0 for x in curve["ais_mean"] + curve["raise_mean"]), name
         if curve["exact"] is not None:
             assert curve["raise_mean"][0] < curve["exact"], name
-    ids = {c["id"] for c in m["scorecard"]}
-    assert {"ais_above_exact_small_K", "raise_below_exact_small_K", "converge_at_large_K",
-            "large_gap_shrinks"} <= ids
+    rows = {c["id"]: c for c in m["scorecard"]}
+    assert set(rows) == {c.id for c in raise_config.CLAIMS}
+    for cid in ("exact_logZ_enumeration", "ais_unbiased_in_Z", "raise_unbiased_for_p_ann"):
+        assert rows[cid]["status"] == "passes", rows[cid]
+    assert rows["sm2008_cd25"]["status"] == "not evaluated"
+    assert rows["raise_below_exact_small_K"]["status"] == "reproduced"

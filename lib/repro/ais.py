@@ -6,9 +6,10 @@ an :class:`AnnealingPath`: a family of unnormalised densities
     f_beta(x),  beta in [0, 1],  f_0 = a tractable base, f_1 = the target,
 
 together with a transition operator ``T_beta`` that leaves
-``p_beta = f_beta / Z_beta`` invariant.  The RBM chapter (``repro.rbm``) anneals
-from a base-rate RBM to a trained RBM with Gibbs transitions; the chapter on
-decoder-based models anneals from a prior to a posterior with HMC.
+``p_beta = f_beta / Z_beta`` invariant.  The RBM module (``repro.rbm``, used
+by the RAISE chapter) anneals from a base-rate RBM to a trained RBM with Gibbs
+transitions; the chapter on decoder-based models anneals from a prior to a
+posterior with HMC.
 
 A state ``x`` is whatever the path says it is (a tensor, or a tuple of
 tensors when the path caches something); this module never looks inside it.
@@ -287,6 +288,7 @@ class BDMCResult:
 
     @property
     def gap(self) -> torch.Tensor:
+        """``upper - lower`` per state: a stochastic bound on the error of either estimate."""
         return self.upper - self.lower
 
 
@@ -347,6 +349,7 @@ class HMC:
         self.step = (self.step * factor).clamp(self.min_step, self.max_step)
 
     def __call__(self, x: torch.Tensor, beta: float) -> torch.Tensor:
+        """One HMC transition of every chain of ``x`` [B, D] at inverse temperature ``beta``."""
         B = x.shape[0]
         if self.step is None or self.step.shape[0] != B:
             self.step = torch.full((B,), self.step_size0, dtype=x.dtype, device=x.device)

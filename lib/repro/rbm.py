@@ -18,22 +18,25 @@ which is itself an RBM with visible bias ``(1-beta) b_A + beta b_B``, weights
 ``beta W`` and hidden bias ``beta c``, so ``Z_0 = 2^H prod_i (1 + exp(b_A,i))``
 and the v -> h -> v Gibbs step of that RBM leaves ``p_beta`` invariant (and is
 reversible, so RAISE uses the same kernel in reverse).
+
+Equation labels in comments, e.g. ``(raise-path)``, are the labels of
+``book/raise.md``.  This module holds the algorithm only; the RAISE chapter's
+config, experiment runs and claims live in :mod:`repro.chapters.raise_rbm`.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch.nn.functional import softplus
 
 from . import ais as ais_mod
-from .config import ConfigError, ProfileConfig, param
-from .device import get_device
-
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
+from .checkpoint import load_checkpoint, make_identity, save_checkpoint
+from .progress import Progress
+from .seed import generator
 
 # ---------------------------------------------------------------------------
 # The model
@@ -50,13 +53,16 @@ class RBM:
 
     @property
     def n_visible(self) -> int:
+        """V, the number of visible units."""
         return self.W.shape[0]
 
     @property
     def n_hidden(self) -> int:
+        """H, the number of hidden units."""
         return self.W.shape[1]
 
     def to(self, device=None, dtype=None) -> "RBM":
+        """The same RBM with its tensors moved to ``device`` / cast to ``dtype``."""
         return RBM(*(t.to(device=device, dtype=dtype) for t in (self.W, self.b, self.c)))
 
     @staticmethod
@@ -83,7 +89,8 @@ def base_rate_rbm(data: torch.Tensor, n_hidden: int, smoothing: float = 1.0) -> 
 
 def log_f(rbm: RBM, v: torch.Tensor) -> torch.Tensor:
     """Unnormalised log-marginal of visible states, hidden units summed out: [B, V] -> [B]."""
-    return v @ rbm.b + F.softplus(v @ rbm.W + rbm.c).sum(-1)
+    # (raise-free-energy): log f(v) = b.v + sum_j softplus(c_j + (v W)_j)
+    return v @ rbm.b + softplus(v @ rbm.W + rbm.c).sum(-1)
 
 
 def free_energy(rbm: RBM, v: torch.Tensor) -> torch.Tensor:
@@ -93,7 +100,7 @@ def free_energy(rbm: RBM, v: torch.Tensor) -> torch.Tensor:
 
 def log_f_hidden(rbm: RBM, h: torch.Tensor) -> torch.Tensor:
     """Unnormalised log-marginal of hidden states, visible units summed out: [B, H] -> [B]."""
-    return h @ rbm.c + F.softplus(h @ rbm.W.T + rbm.b).sum(-1)
+    return h @ rbm.c + softplus(h @ rbm.W.T + rbm.b).sum(-1)
 
 
 def bernoulli(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -103,10 +110,12 @@ def bernoulli(p: torch.Tensor, generator: torch.Generator | None = None) -> torc
 
 
 def p_h_given_v(rbm: RBM, v: torch.Tensor) -> torch.Tensor:
+    """``p(h_j = 1 | v) = sigmoid(c_j + (v W)_j)``, [B, V] -> [B, H]."""
     return torch.sigmoid(v @ rbm.W + rbm.c)
 
 
 def p_v_given_h(rbm: RBM, h: torch.Tensor) -> torch.Tensor:
+    """``p(v_i = 1 | h) = sigmoid(b_i + (W h)_i)``, [B, H] -> [B, V]."""
     return torch.sigmoid(h @ rbm.W.T + rbm.b)
 
 
@@ -180,6 +189,7 @@ def parse_method(method: str) -> tuple[bool, int]:
 
 
 def method_label(method: str) -> str:
+    """Display name of a training method: ``cd25`` -> ``CD-25``, ``pcd`` -> ``PCD``."""
     persistent, k = parse_method(method)
     return ("PCD" if k == 1 else f"PCD-{k}") if persistent else f"CD-{k}"
 
@@ -200,12 +210,40 @@ class TrainSettings:
 
 @dataclass
 class TrainHistory:
-    """Per-epoch reconstruction error and pseudo-metrics of a training run (plain data)."""
+    """Per-epoch mean squared reconstruction error of a training run, and its wall time (plain data)."""
 
     method: str
     n_hidden: int
     recon_error: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+
+
+@dataclass
+class _TrainState:
+    """Everything a training run carries from one epoch to the next (what a checkpoint stores)."""
+
+    rbm: RBM
+    velocity: list[torch.Tensor]  # momentum buffers of W, b, c
+    fantasy: torch.Tensor | None  # PCD's persistent chains [batch_size, V]; None for CD
+    epoch: int = 0  # epochs completed
+    step: int = 0  # minibatch updates completed
+
+    def to_dict(self, generator: torch.Generator, history: TrainHistory) -> dict:
+        return {"W": self.rbm.W, "b": self.rbm.b, "c": self.rbm.c, "velocity": self.velocity,
+                "fantasy": self.fantasy, "epoch": self.epoch, "step": self.step,
+                "generator": generator.get_state(), "recon_error": list(history.recon_error),
+                "wall_s": history.wall_s}
+
+    @staticmethod
+    def from_dict(d: dict, generator: torch.Generator, history: TrainHistory, device, dtype) -> "_TrainState":
+        def put(t):
+            return None if t is None else t.to(device=device, dtype=dtype)
+
+        generator.set_state(d["generator"])
+        history.recon_error[:] = list(d["recon_error"])
+        history.wall_s = float(d["wall_s"])
+        return _TrainState(RBM(put(d["W"]), put(d["b"]), put(d["c"])), [put(v) for v in d["velocity"]],
+                           put(d["fantasy"]), int(d["epoch"]), int(d["step"]))
 
 
 def cd_gradients(rbm: RBM, v0: torch.Tensor, v_neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -218,49 +256,95 @@ def cd_gradients(rbm: RBM, v0: torch.Tensor, v_neg: torch.Tensor) -> tuple[torch
     return dW, db, dc
 
 
-def train_rbm(data: torch.Tensor, s: TrainSettings) -> tuple[RBM, TrainHistory]:
+def _init_training(data: torch.Tensor, s: TrainSettings, g: torch.Generator) -> _TrainState:
+    """Phase 1: small random weights, visible biases at the data's log-odds, PCD chains at random examples."""
+    persistent, _ = parse_method(s.method)
+    n, V = data.shape
+    dev, dt = data.device, data.dtype
+    rbm = RBM.init(V, s.n_hidden, visible_bias=base_rate_rbm(data, s.n_hidden).b, generator=g, device=dev, dtype=dt)
+    velocity = [torch.zeros_like(t) for t in (rbm.W, rbm.b, rbm.c)]
+    fantasy = data[torch.randint(0, n, (s.batch_size,), generator=g, device=dev)].clone() if persistent else None
+    return _TrainState(rbm, velocity, fantasy)
+
+
+def _sgd_momentum_step(st: _TrainState, grads, lr: float, momentum: float, weight_decay: float) -> None:
+    """``velocity <- momentum velocity + lr (grad - weight_decay W)``; parameters += velocity (in place)."""
+    rbm = st.rbm
+    for p, v, gr in zip((rbm.W, rbm.b, rbm.c), st.velocity, grads):
+        decay = weight_decay * p if p is rbm.W else 0.0
+        v.mul_(momentum).add_(lr * (gr - decay))
+        p.add_(v)
+
+
+def _train_epoch(st: _TrainState, data: torch.Tensor, s: TrainSettings, g: torch.Generator,
+                 total_steps: int) -> float:
+    """Phase 2, one epoch: a random permutation, then one CD-k / PCD-k update per minibatch.
+
+    Returns the epoch's mean squared reconstruction error per example.
+    """
+    persistent, k = parse_method(s.method)
+    n = data.shape[0]
+    n_batches = max(1, n // s.batch_size)
+    perm = torch.randperm(n, generator=g, device=data.device)
+    err = torch.zeros((), dtype=data.dtype, device=data.device)
+    mom = 0.5 if st.epoch < 5 else s.momentum
+    for i in range(n_batches):
+        v0 = data[perm[i * s.batch_size:(i + 1) * s.batch_size]]
+        # negative phase: k Gibbs steps from the data (CD) or from the persistent chains (PCD)
+        vk = st.fantasy if persistent else v0
+        for _ in range(k):
+            vk = gibbs_vhv(st.rbm, vk, g)
+        if persistent:
+            st.fantasy = vk
+        lr = s.lr * (1.0 - st.step / total_steps)
+        _sgd_momentum_step(st, cd_gradients(st.rbm, v0, vk), lr, mom, s.weight_decay)
+        err += ((v0 - p_v_given_h(st.rbm, p_h_given_v(st.rbm, v0))) ** 2).sum(1).mean()
+        st.step += 1
+    st.epoch += 1
+    return float(err) / n_batches
+
+
+def train_rbm(data: torch.Tensor, s: TrainSettings, *, checkpoint: str | Path | None = None,
+              checkpoint_every: int = 10, identity: dict | None = None,
+              label: str | None = None) -> tuple[RBM, TrainHistory]:
     """Train a binary RBM on ``data`` [n, V] with CD-k or PCD-k (SGD with momentum, linear lr decay).
 
     Visible biases start at the data's log-odds; the learning rate decays
     linearly to zero over training; momentum starts at 0.5 for the first 5
     epochs.  PCD keeps ``batch_size`` persistent fantasy chains initialised at
     random training examples.
+
+    With ``checkpoint`` (a file path) the state, including the random
+    generator's, is saved every ``checkpoint_every`` epochs and at the end
+    through :mod:`repro.checkpoint`, and a run finds and resumes it: an
+    interrupted run resumed gives the same RBM as an uninterrupted one.
+    ``identity`` (default: the settings and the data's shape) must match the
+    checkpoint's, else :class:`repro.checkpoint.CheckpointMismatch`.
     """
-    persistent, k = parse_method(s.method)
-    dev, dt = data.device, data.dtype
-    g = torch.Generator(device=dev).manual_seed(s.seed)
-    n, V = data.shape
-    rbm = RBM.init(V, s.n_hidden, visible_bias=base_rate_rbm(data, s.n_hidden).b, generator=g, device=dev, dtype=dt)
-    vel = [torch.zeros_like(t) for t in (rbm.W, rbm.b, rbm.c)]
-    n_batches = max(1, n // s.batch_size)
-    total_steps = s.epochs * n_batches
-    fantasy = data[torch.randint(0, n, (s.batch_size,), generator=g, device=dev)].clone() if persistent else None
+    g = generator(s.seed, data.device)
     hist = TrainHistory(s.method, s.n_hidden)
-    t0 = time.time()
-    step = 0
-    for epoch in range(s.epochs):
-        perm = torch.randperm(n, generator=g, device=dev)
-        err = torch.zeros((), dtype=dt, device=dev)
-        mom = 0.5 if epoch < 5 else s.momentum
-        for i in range(n_batches):
-            v0 = data[perm[i * s.batch_size:(i + 1) * s.batch_size]]
-            # negative phase: k Gibbs steps from the data (CD) or from the persistent chains (PCD)
-            vk = fantasy if persistent else v0
-            for _ in range(k):
-                vk = gibbs_vhv(rbm, vk, g)
-            if persistent:
-                fantasy = vk
-            grads = cd_gradients(rbm, v0, vk)
-            lr = s.lr * (1.0 - step / total_steps)
-            for p, v, gr in zip((rbm.W, rbm.b, rbm.c), vel, grads):
-                decay = s.weight_decay * p if p is rbm.W else 0.0
-                v.mul_(mom).add_(lr * (gr - decay))
-                p.add_(v)
-            err += ((v0 - p_v_given_h(rbm, p_h_given_v(rbm, v0))) ** 2).sum(1).mean()
-            step += 1
-        hist.recon_error.append(float(err) / n_batches)
+    n_batches = max(1, data.shape[0] // s.batch_size)
+    total_steps = s.epochs * n_batches
+    if checkpoint is not None and identity is None:
+        identity = make_identity("rbm-training", asdict(s), data_shape=list(data.shape), dtype=str(data.dtype))
+    saved = load_checkpoint(checkpoint, identity) if checkpoint is not None else None
+    if saved is None:
+        st = _init_training(data, s, g)
+    else:
+        st = _TrainState.from_dict(saved, g, hist, data.device, data.dtype)
+    t0 = time.time() - hist.wall_s
+    with Progress(s.epochs, label or f"rbm {method_label(s.method)} {s.n_hidden}h", unit="epoch",
+                  start=st.epoch) as bar:
+        if saved is not None:
+            bar.log(f"resumed from {checkpoint} at epoch {st.epoch}")
+        while st.epoch < s.epochs:
+            hist.recon_error.append(_train_epoch(st, data, s, g, total_steps))
+            bar.update(st.epoch, recon=hist.recon_error[-1])
+            if checkpoint is not None and (st.epoch % checkpoint_every == 0 or st.epoch == s.epochs):
+                hist.wall_s = time.time() - t0
+                save_checkpoint(checkpoint, st.to_dict(g, hist), identity)
     hist.wall_s = time.time() - t0
-    return rbm, hist
+    return st.rbm, hist
 
 
 # ---------------------------------------------------------------------------
@@ -286,9 +370,10 @@ class RBMAnnealingPath(ais_mod.AnnealingPath):
     @property
     def log_Z0(self) -> torch.Tensor:
         """``log Z_A = H log 2 + sum_i softplus(b_A,i)``."""
-        return self.base.n_hidden * math.log(2.0) + F.softplus(self.base.b).sum()
+        return self.base.n_hidden * math.log(2.0) + softplus(self.base.b).sum()
 
     def state(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The path's state for visible vectors ``v`` [B, V]: ``(v, v W + c)``."""
         return v, v @ self.target.W + self.target.c
 
     def sample_base(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,16 +382,19 @@ class RBMAnnealingPath(ais_mod.AnnealingPath):
         return self.state(bernoulli(p, self.generator))
 
     def log_f(self, x, beta):
+        """``log f_beta(v)`` of eq. (raise-path), [B]."""
         v, a = x
-        # log f_beta(v) = (1-beta) b_A.v + beta b_B.v + sum_j softplus(beta a_j)
-        return v @ self.base.b + beta * (v @ self.db) + F.softplus(beta * a).sum(-1)
+        # (raise-path): log f_beta(v) = (1-beta) b_A.v + beta b_B.v + sum_j softplus(beta a_j)
+        return v @ self.base.b + beta * (v @ self.db) + softplus(beta * a).sum(-1)
 
     def log_weight_increment(self, x, beta_prev, beta_next):
+        """``log f_next(v) - log f_prev(v)`` in one go (the base terms cancel), [B]."""
         v, a = x
         return (beta_next - beta_prev) * (v @ self.db) + (
-            F.softplus(beta_next * a) - F.softplus(beta_prev * a)).sum(-1)
+            softplus(beta_next * a) - softplus(beta_prev * a)).sum(-1)
 
     def transition(self, x, beta):
+        """One v -> h -> v Gibbs step of the intermediate RBM p_beta (reversible, so also RAISE's kernel)."""
         v, a = x
         h = bernoulli(torch.sigmoid(beta * a), self.generator)  # p_beta(h | v)
         pv = torch.sigmoid(self.base.b + beta * (self.db + h @ self.target.W.T))  # p_beta(v | h)
@@ -320,6 +408,7 @@ def ais_log_Z(path: RBMAnnealingPath, betas: torch.Tensor, n_chains: int,
     All R x M chains run as one batch.
     """
     x0 = path.sample_base(n_reps * n_chains)
+    # (raise-ais): log Z_hat = log Z_0 + log mean_m w_m, one per repetition
     res = ais_mod.ais(path, x0, betas)
     log_w = res.log_w.view(n_reps, n_chains)  # [R*M] -> [R, M]
     return ais_mod.log_Z_estimate(log_w, path.log_Z0.to(torch.float64), dim=1), log_w
@@ -335,6 +424,7 @@ def raise_log_likelihood(path: RBMAnnealingPath, v: torch.Tensor, betas: torch.T
     N = v.shape[0]
     vR = v.repeat(n_reps, 1)  # [N, V] -> [R*N, V], repetition-major
     xK = path.state(vR)
+    # (raise-raise): reverse annealing from x_K = v with the same (reversible) kernels
     res = ais_mod.reverse_anneal(path, xK, betas)
     log_fK = path.log_f(xK, 1.0).to(torch.float64)
     log_p = log_fK - path.log_Z0.to(torch.float64) + res.log_w
@@ -342,197 +432,39 @@ def raise_log_likelihood(path: RBMAnnealingPath, v: torch.Tensor, betas: torch.T
 
 
 # ---------------------------------------------------------------------------
-# Data (binarised scikit-learn digits; MNIST for the paper profile)
+# Exact transition matrices and the annealing model, for tiny RBMs (checks)
 # ---------------------------------------------------------------------------
 
 
-def binarize(x: torch.Tensor, how: str, seed: int = 0) -> torch.Tensor:
-    """Intensities in [0, 1] -> binary float64: ``threshold`` (x >= 0.5) or one seeded ``bernoulli`` draw."""
-    from . import data as data_mod
+def gibbs_transition_matrix(rbm: RBM) -> torch.Tensor:
+    """Exact v -> h -> v transition matrix ``T[v, v'] = sum_h p(h|v) p(v'|h)``: [2^V, 2^V] (tiny RBMs only).
 
-    if how == "threshold":
-        return (x >= 0.5).to(torch.float64)
-    if how == "bernoulli":
-        return data_mod.fixed_binarize(x.to(torch.float64), seed=seed)
-    raise ConfigError(f"unknown binarisation {how!r}: threshold or bernoulli")
-
-
-def load_binary_data(dataset: str, root: str = "data/mnist", how: str = "threshold", seed: int = 0,
-                     download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, test) binary float64 CPU tensors: ``digits`` (scikit-learn 8x8, the shared fixed split of
-    ``repro.data``) or ``mnist`` (the IDX files in ``root``)."""
-    from . import data as data_mod
-
-    if dataset == "digits":
-        d = data_mod.load_digits_binary()
-    elif dataset == "mnist":
-        d = data_mod.load_mnist(root, download=download)
-    else:
-        raise ConfigError(f"unknown dataset {dataset!r}")
-    return binarize(d.train, how, seed), binarize(d.test, how, seed + 1)
-
-
-# ---------------------------------------------------------------------------
-# Chapter config and experiments
-# ---------------------------------------------------------------------------
-
-METHOD_CHOICES = ("cd1", "cd3", "cd10", "cd25", "pcd")
-
-
-@dataclass(frozen=True)
-class RaiseConfig(ProfileConfig):
-    """All knobs of the RAISE chapter; see ``python -m repro params raise``."""
-
-    dataset: str = param("digits", "binarised data: sklearn 8x8 digits or MNIST (paper)", choices=("digits", "mnist"))
-    data_root: str = param("data/mnist", "folder holding the MNIST IDX files (dataset=mnist)")
-    download: bool = param(False, "download MNIST into data_root if missing (needs internet)")
-    binarize: str = param("threshold", "intensities -> bits: threshold at 0.5, or one seeded Bernoulli draw",
-                          choices=("threshold", "bernoulli"))
-    small_hidden: int = param(20, "hidden units of the small RBMs (exact log Z by enumeration)", min=1,
-                              max=MAX_ENUMERATION_UNITS)
-    small_methods: tuple[str, ...] = param(("cd1", "cd25", "pcd"), "training methods of the small RBMs",
-                                           choices=METHOD_CHOICES)
-    large_hidden: int = param(200, "hidden units of the large RBM (no exact value; paper: 500)", min=1)
-    large_methods: tuple[str, ...] = param(("cd1",), "training methods of the large RBMs", choices=METHOD_CHOICES)
-    epochs: int = param(100, "training epochs per RBM", min=1)
-    batch_size: int = param(100, "minibatch size (and PCD fantasy chains)", min=1)
-    lr: float = param(0.1, "initial SGD learning rate (decays linearly to 0)", min=0.0)
-    momentum: float = param(0.9, "SGD momentum after the first 5 epochs", min=0.0, max=0.999)
-    weight_decay: float = param(1e-4, "L2 penalty on the weights", min=0.0)
-    K_grid: tuple[int, ...] = param((10, 30, 100, 300, 1000, 3000, 10000),
-                                    "numbers of intermediate distributions K for the small RBMs", min=1)
-    large_K_grid: tuple[int, ...] = param((10, 100, 1000, 3000),
-                                          "numbers of intermediate distributions K for the large RBM", min=1)
-    schedule: str = param("linear", "annealing schedule", choices=ais_mod.SCHEDULES)
-    ais_chains: int = param(16, "AIS chains per estimate of log Z", min=1)
-    ais_reps: int = param(20, "independent AIS estimates of log Z at every K", min=1)
-    raise_reps: int = param(3, "independent RAISE runs (one chain per test example) at every K", min=1)
-    n_test: int = param(0, "test examples used (0: all) for the small RBMs", min=0)
-    large_n_test: int = param(100, "test examples for RAISE on the large RBM (0: all)", min=0)
-    tolerance: float = param(0.1, "nats: 'converged' means within this of the exact value", min=0.0)
-    dtype: str = param("float64", "floating-point type of models and estimators", choices=tuple(DTYPES))
-
-    PROFILES = {
-        "smoke": dict(small_hidden=10, small_methods=("cd1", "pcd"), large_hidden=40, epochs=30,
-                      K_grid=(10, 100, 1000), large_K_grid=(10, 100), ais_reps=10, raise_reps=3, n_test=120,
-                      large_n_test=50),
-        "book": {},
-        "paper": dict(dataset="mnist", binarize="bernoulli", small_hidden=20, small_methods=("cd1", "pcd"),
-                      large_hidden=500,
-                      large_methods=("cd1", "cd3", "cd25", "pcd"), epochs=100, batch_size=100, lr=0.05,
-                      K_grid=(10, 100, 1000, 10000, 100000), large_K_grid=(10, 100, 1000, 10000, 100000),
-                      ais_chains=100, ais_reps=5, raise_reps=3, n_test=0, large_n_test=0),
-    }
-
-    def check(self) -> None:
-        if not self.small_methods:
-            raise ConfigError("small_methods must name at least one training method (the exact-Z experiment)")
-        for name in ("K_grid", "large_K_grid"):
-            grid = getattr(self, name)
-            if (not grid and (name == "K_grid" or self.large_methods)) or any(b <= a for a, b in zip(grid, grid[1:])):
-                raise ConfigError(f"{name} must be a non-empty increasing sequence of K values, got {grid}")
-        if self.schedule == "piecewise" and min(self.K_grid + self.large_K_grid) < 3:
-            raise ConfigError("the piecewise schedule needs K >= 3")
-        for m in self.small_methods + self.large_methods:
-            parse_method(m)
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
-
-    def train_settings(self, n_hidden: int, method: str, seed_offset: int = 0) -> TrainSettings:
-        return TrainSettings(n_hidden=n_hidden, method=method, epochs=self.epochs, batch_size=self.batch_size,
-                             lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                             seed=self.seed + seed_offset)
-
-
-@dataclass
-class EstimateCurve:
-    """AIS and RAISE estimates of the average test log-likelihood of one RBM against K (plain data).
-
-    ``ais[i][r]`` and ``raise_[i][r]``: repetition r at ``K[i]`` (nats per
-    example); ``exact`` is None when log Z cannot be enumerated.
+    Rows and columns are visible states in :func:`binary_states` order.
     """
-
-    name: str
-    method: str
-    n_hidden: int
-    K: list[int]
-    ais: list[list[float]]
-    raise_: list[list[float]]
-    exact: float | None
-    ais_ess: list[float]
-    wall_s: float
-    train_history: TrainHistory | None = None
-
-    def mean(self, which: str) -> list[float]:
-        rows = self.ais if which == "ais" else self.raise_
-        return [sum(r) / len(r) for r in rows]
-
-    def std(self, which: str) -> list[float]:
-        rows = self.ais if which == "ais" else self.raise_
-        out = []
-        for r in rows:
-            m = sum(r) / len(r)
-            out.append(math.sqrt(sum((x - m) ** 2 for x in r) / max(1, len(r) - 1)))
-        return out
+    V, H = rbm.n_visible, rbm.n_hidden
+    v = binary_states(0, 2**V, V, device=rbm.W.device, dtype=rbm.W.dtype)
+    h = binary_states(0, 2**H, H, device=rbm.W.device, dtype=rbm.W.dtype)
+    ph = p_h_given_v(rbm, v)  # [2^V, H]
+    P_h = torch.exp((h[None] * ph[:, None].log() + (1 - h[None]) * (1 - ph[:, None]).log()).sum(-1))  # [2^V, 2^H]
+    pv = p_v_given_h(rbm, h)  # [2^H, V]
+    P_v = torch.exp((v[None] * pv[:, None].log() + (1 - v[None]) * (1 - pv[:, None]).log()).sum(-1))  # [2^H, 2^V]
+    return P_h @ P_v
 
 
-def estimate_curve(rbm: RBM, base: RBM, test: torch.Tensor, K_grid: tuple[int, ...], *, schedule: str,
-                   n_chains: int, ais_reps: int, raise_reps: int, exact: bool, generator: torch.Generator | None = None,
-                   name: str = "", method: str = "") -> EstimateCurve:
-    """AIS and RAISE estimates of the mean test log-likelihood at every K of ``K_grid``."""
-    t0 = time.time()
-    path = RBMAnnealingPath(base, rbm, generator)
-    mean_log_f = float(log_f(rbm, test).mean())
-    ais_rows, raise_rows, ess = [], [], []
-    for K in K_grid:
-        betas = ais_mod.make_schedule(schedule, K, device=rbm.W.device, dtype=torch.float64)
-        # AIS: log p_hat(v) = log f(v) - log Z_hat, one Z_hat per repetition
-        log_Z, log_w = ais_log_Z(path, betas, n_chains, ais_reps)  # [R], [R, M]
-        ais_rows.append([mean_log_f - float(z) for z in log_Z.cpu()])
-        ess.append(float(ais_mod.effective_sample_size(log_w, dim=1).mean()))
-        # RAISE: reverse annealing from every test example, R repetitions in one batch
-        lp = raise_log_likelihood(path, test, betas, raise_reps)  # [R, N]
-        raise_rows.append(lp.mean(1).cpu().tolist())
-    ex = float(log_likelihood_exact(rbm, test).mean()) if exact else None
-    return EstimateCurve(name, method, rbm.n_hidden, list(K_grid), ais_rows, raise_rows, ex, ess, time.time() - t0)
+def intermediate_rbm(path: RBMAnnealingPath, beta: float) -> RBM:
+    """p_beta of the annealing path (raise-path) written as an ordinary RBM."""
+    base, target = path.base, path.target
+    return RBM(beta * target.W, (1 - beta) * base.b + beta * target.b, beta * target.c)
 
 
-def _subset(x: torch.Tensor, n: int) -> torch.Tensor:
-    return x if n <= 0 or n >= x.shape[0] else x[:n]
+def annealing_marginal_exact(path: RBMAnnealingPath, betas) -> torch.Tensor:
+    """Exact visible marginal of the annealing model, ``p_0 T_1 ... T_{K-1} T_K`` (raise-pann): [2^V].
 
-
-def run_experiments(cfg: RaiseConfig, *, data: tuple[torch.Tensor, torch.Tensor] | None = None,
-                    log=print) -> dict[str, Any]:
-    """Train every RBM of the config and estimate its test log-likelihood with AIS and RAISE.
-
-    Returns ``{"small": [EstimateCurve...], "large": [EstimateCurve...], "wall_s": float}``.
+    The forward chain read as a directed model of x_K; tiny RBMs only.
     """
-    t0 = time.time()
-    dev, dt = get_device(cfg.device), cfg.torch_dtype
-    if data is None:
-        data = load_binary_data(cfg.dataset, cfg.data_root, cfg.binarize, download=cfg.download)
-    train, test = data
-    train, test = train.to(dev, dt), test.to(dev, dt)
-    g = torch.Generator(device=dev).manual_seed(cfg.seed + 1000)
-    out: dict[str, Any] = {"small": [], "large": [], "n_train": train.shape[0], "n_test": test.shape[0]}
-    for group, n_hidden, methods, K_grid, n_test, exact in (
-            ("small", cfg.small_hidden, cfg.small_methods, cfg.K_grid, cfg.n_test, True),
-            ("large", cfg.large_hidden, cfg.large_methods, cfg.large_K_grid, cfg.large_n_test, False)):
-        for i, method in enumerate(methods):
-            # phase 1: train
-            rbm, hist = train_rbm(train, cfg.train_settings(n_hidden, method, seed_offset=i))
-            base = base_rate_rbm(train, n_hidden)
-            # phase 2: AIS and RAISE at every K
-            curve = estimate_curve(rbm, base, _subset(test, n_test), K_grid, schedule=cfg.schedule,
-                                   n_chains=cfg.ais_chains, ais_reps=cfg.ais_reps, raise_reps=cfg.raise_reps,
-                                   exact=exact, generator=g,
-                                   name=f"{method_label(method)} ({n_hidden}h)", method=method)
-            curve.train_history = hist
-            out[group].append(curve)
-            log(f"[raise] {curve.name}: trained in {hist.wall_s:.1f}s, estimates in {curve.wall_s:.1f}s; "
-                f"exact={curve.exact}, AIS={[round(x, 2) for x in curve.mean('ais')]}, "
-                f"RAISE={[round(x, 2) for x in curve.mean('raise')]}")
-    out["wall_s"] = time.time() - t0
-    return out
+    V = path.target.n_visible
+    v = binary_states(0, 2**V, V, device=path.target.W.device, dtype=path.target.W.dtype)
+    p = torch.softmax(log_f(path.base, v), 0)
+    for beta in [float(b) for b in betas][1:]:
+        p = p @ gibbs_transition_matrix(intermediate_rbm(path, beta))
+    return p

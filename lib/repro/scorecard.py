@@ -254,9 +254,10 @@ class EverySeed(Rule):
 
     condition: str = "the condition holds"
     min_seeds: int = 3
+    unit: str = "seed"  # what one replicate is (a seed, or e.g. an (RBM, K) case)
 
     def describe(self) -> str:
-        return f"{self.condition} in every seed, ≥ {self.min_seeds} seeds"
+        return f"{self.condition} in every {self.unit}, ≥ {self.min_seeds} {self.unit}s"
 
     def decide(self, passed, values=None) -> Verdict:
         ok = [bool(p) for p in passed]
@@ -264,10 +265,10 @@ class EverySeed(Rule):
             raise ValueError("passed is empty: a rule needs at least one seed")
         n, k = len(ok), sum(ok)
         outcome = YES if k == n else (NOISE if k > n / 2 else NO)
-        stat = f"{k}/{n} seeds"
+        stat = f"{k}/{n} {self.unit}s"
         if values is not None:
             stat += " (" + ", ".join(fmt(float(v)) for v in values) + ")"
-        return Verdict(self._enough(outcome, n), stat, "every seed", n)
+        return Verdict(self._enough(outcome, n), stat, f"every {self.unit}", n)
 
 
 @dataclass(frozen=True)
