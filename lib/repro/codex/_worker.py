@@ -170,7 +170,126 @@ def _make_guard(root: str):
     return hook
 
 
+def _install_guard(d: str) -> None:
+    """Install the audit-hook guard in the child (after closing the known bypasses)."""
+    # subprocess keeps a direct handle on fork_exec, which raises no audit event: drop it.
+    # ctypes was loaded by the worker itself (unshare, prctl): make the sample import it afresh.
+    for name in [m for m in sys.modules if m in ("_posixsubprocess", "_ctypes", "ctypes")
+                 or m.startswith("ctypes.")]:
+        del sys.modules[name]
+    if "subprocess" in sys.modules:
+        sys.modules["subprocess"]._fork_exec = None
+    sys.addaudithook(_make_guard(os.path.realpath(d)))
+
+
+def _child_execute(source: str, nonce: str) -> None:
+    """In the confined child: exec the program, then write ``NONCE outcome`` to fd 3 and exit.
+
+    Any exception (SystemExit and KeyboardInterrupt included) is a failure; a
+    process the sample forked that falls through to here exits silently.
+    """
+    _exit, _write, _getpid = os._exit, os.write, os.getpid
+    me = _getpid()
+    outcome = "passed"
+    try:
+        exec(compile(source, "<sample>", "exec"), {})
+    except BaseException as e:  # noqa: BLE001 - SystemExit and KeyboardInterrupt are failures too
+        try:
+            msg = str(e)
+        except BaseException:  # noqa: BLE001
+            msg = "<unprintable exception>"
+        outcome = f"failed: {type(e).__name__}" + (f": {msg}" if msg else "")
+    if _getpid() != me:  # a process the sample forked fell through to here
+        _exit(1)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001
+        pass
+    try:
+        _write(3, f"{nonce} {outcome}".encode("utf-8", "replace")[:3000])
+    finally:
+        _exit(0)
+
+
+class _Capture:
+    """What the child wrote: its output (capped at ``cap`` bytes, total counted) and its result message."""
+
+    RESULT_CAP = 8192
+
+    def __init__(self, out_fd: int, cap: int):
+        self.out_fd, self.cap = out_fd, cap
+        self.out, self.out_total, self.res = bytearray(), 0, bytearray()
+
+    def take(self, fd: int, chunk: bytes) -> None:
+        if fd == self.out_fd:
+            self.out_total += len(chunk)
+            if len(self.out) < self.cap:
+                self.out += chunk[: self.cap - len(self.out)]
+        elif len(self.res) < self.RESULT_CAP:
+            self.res += chunk
+
+
+def _wait_for_child(pid: int, open_fds: list[int], cap: _Capture, deadline: float) -> tuple[int | None, bool]:
+    """Drain the child's pipes until it exits or the deadline passes; returns (wait status or None, timed out).
+
+    Waits on a pidfd where the kernel has them (else polls ``waitpid`` every
+    2 ms); closed pipes are removed from ``open_fds``.
+    """
+    status, timed_out = None, False
+    try:
+        pfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pfd = None
+    try:
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                timed_out = True
+                break
+            watch = open_fds + ([pfd] if pfd is not None else [])
+            wait = remaining if pfd is not None else min(remaining, 0.002)
+            ready, _, _ = select.select(watch, [], [], wait)
+            for fd in ready:
+                if fd == pfd:
+                    continue
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    open_fds.remove(fd)
+                else:
+                    cap.take(fd, chunk)
+            if pfd is not None and pfd in ready:
+                break
+            if pfd is None:
+                wpid, st = os.waitpid(pid, os.WNOHANG)
+                if wpid:
+                    status = st
+                    break
+    finally:
+        if pfd is not None:
+            os.close(pfd)
+    return status, timed_out
+
+
+def _drain(open_fds: list[int], cap: _Capture) -> None:
+    """Read what is left in the (non-blocking) pipes after the child exited."""
+    for fd in list(open_fds):
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            cap.take(fd, chunk)
+
+
 class Worker:
+    """The pre-warmed process that runs jobs: containment set up once (uid, network namespace, subreaper)."""
+
     def __init__(self, base: str, opts: dict):
         self.base = base
         self.opts = opts
@@ -220,80 +339,67 @@ class Worker:
 
     # ------------------------------------------------------------------ child
     def _child(self, job: dict, d: str, out_w: int, res_w: int, nonce: str) -> None:
-        _exit, _write, _getpid = os._exit, os.write, os.getpid
+        """In the forked child: confine the process, run the sample, report the verdict on fd 3, exit."""
+        _exit, _write = os._exit, os.write
         try:
-            os.setsid()
-            os.dup2(self.devnull, 0)
-            os.dup2(out_w, 1)
-            os.dup2(out_w, 2)
-            os.dup2(res_w, 3)
-            os.closerange(4, 65536)
-            os.chdir(d)
-            os.environ.clear()
-            os.environ.update({"PATH": "/usr/bin:/bin", "HOME": d, "TMPDIR": d, "LANG": "C.UTF-8",
-                               "PYTHONDONTWRITEBYTECODE": "1"})
-            import tempfile
-            tempfile.tempdir = d
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes raise OSError instead
-            lim = job["limits"]
-            mb = 1024 * 1024
-            cpu = int(lim["cpu_s"])
-            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-            resource.setrlimit(resource.RLIMIT_AS, (lim["memory_mb"] * mb,) * 2)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_size_mb"] * mb,) * 2)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (lim["nofile"],) * 2)
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            if self.uid is not None:
-                resource.setrlimit(resource.RLIMIT_NPROC, (lim["nproc"],) * 2)
-                os.setgroups([])
-                os.setgid(self.uid)
-                os.setuid(self.uid)
-            else:
-                # Non-root: the limit counts all of this user's processes.
-                n = _count_user_processes(os.getuid()) + lim["nproc"]
-                resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
-            sys.stdout = open(1, "w", closefd=False, errors="replace")
-            sys.stderr = open(2, "w", closefd=False, errors="replace")
-            sys.stdin = open(0, "r", closefd=False)
-            if job.get("guard", True):
-                # subprocess keeps a direct handle on fork_exec, which raises no audit event: drop it.
-                # ctypes was loaded by the worker itself (unshare, prctl): make the sample import it afresh.
-                for name in [m for m in sys.modules if m in ("_posixsubprocess", "_ctypes", "ctypes")
-                             or m.startswith("ctypes.")]:
-                    del sys.modules[name]
-                if "subprocess" in sys.modules:
-                    sys.modules["subprocess"]._fork_exec = None
-                sys.addaudithook(_make_guard(os.path.realpath(d)))
+            self._child_confine(job, d, out_w, res_w)
             source = job["program"]
         except BaseException as e:  # noqa: BLE001 - report anything
             try:
                 _write(3, f"{nonce} failed: sandbox setup error: {type(e).__name__}: {e}"[:2000].encode())
             finally:
                 _exit(2)
-        me = _getpid()
-        outcome = "passed"
-        try:
-            exec(compile(source, "<sample>", "exec"), {})
-        except BaseException as e:  # noqa: BLE001 - SystemExit and KeyboardInterrupt are failures too
-            try:
-                msg = str(e)
-            except BaseException:  # noqa: BLE001
-                msg = "<unprintable exception>"
-            outcome = f"failed: {type(e).__name__}" + (f": {msg}" if msg else "")
-        if _getpid() != me:  # a process the sample forked fell through to here
-            _exit(1)
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except BaseException:  # noqa: BLE001
-            pass
-        try:
-            _write(3, f"{nonce} {outcome}".encode("utf-8", "replace")[:3000])
-        finally:
-            _exit(0)
+        _child_execute(source, nonce)
+
+    def _child_confine(self, job: dict, d: str, out_w: int, res_w: int) -> None:
+        """The child's setup phases, in order: descriptors and directory, limits and user, streams, guard."""
+        self._child_descriptors_and_directory(d, out_w, res_w)
+        self._child_limits_and_user(job["limits"])
+        sys.stdout = open(1, "w", closefd=False, errors="replace")
+        sys.stderr = open(2, "w", closefd=False, errors="replace")
+        sys.stdin = open(0, "r", closefd=False)
+        if job.get("guard", True):
+            _install_guard(d)
+
+    def _child_descriptors_and_directory(self, d: str, out_w: int, res_w: int) -> None:
+        """New session; stdin /dev/null, stdout/stderr to the output pipe, fd 3 the result pipe, no other fds;
+        a fresh working directory and a scrubbed environment."""
+        os.setsid()
+        os.dup2(self.devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(out_w, 2)
+        os.dup2(res_w, 3)
+        os.closerange(4, 65536)
+        os.chdir(d)
+        os.environ.clear()
+        os.environ.update({"PATH": "/usr/bin:/bin", "HOME": d, "TMPDIR": d, "LANG": "C.UTF-8",
+                           "PYTHONDONTWRITEBYTECODE": "1"})
+        import tempfile
+        tempfile.tempdir = d
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes raise OSError instead
+
+    def _child_limits_and_user(self, lim: dict) -> None:
+        """CPU, address-space, file-size, open-file, core and process-count limits; drop to the slot's uid."""
+        mb = 1024 * 1024
+        cpu = int(lim["cpu_s"])
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        resource.setrlimit(resource.RLIMIT_AS, (lim["memory_mb"] * mb,) * 2)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_size_mb"] * mb,) * 2)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lim["nofile"],) * 2)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if self.uid is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (lim["nproc"],) * 2)
+            os.setgroups([])
+            os.setgid(self.uid)
+            os.setuid(self.uid)
+        else:
+            # Non-root: the limit counts all of this user's processes.
+            n = _count_user_processes(os.getuid()) + lim["nproc"]
+            resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
 
     # ----------------------------------------------------------------- parent
     def run(self, job: dict) -> dict:
+        """Run one job (program, limits, timeout) in a forked child; return its outcome record."""
         self.counter += 1
         d = os.path.join(self.base, f"w{self.pid}-{self.counter}")
         os.mkdir(d, 0o700)
@@ -309,81 +415,25 @@ class Worker:
             os._exit(3)  # unreachable
         os.close(out_w)
         os.close(res_w)
-        cap = int(job["limits"]["output_bytes"])
-        out, out_total, res = bytearray(), 0, bytearray()
-        timed_out = False
-        status = None
-        try:
-            pfd = os.pidfd_open(pid)
-        except (AttributeError, OSError):
-            pfd = None
+        cap = _Capture(out_r, int(job["limits"]["output_bytes"]))
         open_fds = [out_r, res_r]
         for fd in open_fds:
             os.set_blocking(fd, False)
-        deadline = t0 + float(job["timeout_s"])
-        try:
-            while True:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    timed_out = True
-                    break
-                watch = open_fds + ([pfd] if pfd is not None else [])
-                wait = remaining if pfd is not None else min(remaining, 0.002)
-                ready, _, _ = select.select(watch, [], [], wait)
-                for fd in ready:
-                    if fd == pfd:
-                        continue
-                    try:
-                        chunk = os.read(fd, 65536)
-                    except BlockingIOError:
-                        continue
-                    if not chunk:
-                        open_fds.remove(fd)
-                    elif fd == out_r:
-                        out_total += len(chunk)
-                        if len(out) < cap:
-                            out += chunk[: cap - len(out)]
-                    else:
-                        if len(res) < 8192:
-                            res += chunk
-                if pfd is not None and pfd in ready:
-                    break
-                if pfd is None:
-                    wpid, st = os.waitpid(pid, os.WNOHANG)
-                    if wpid:
-                        status = st
-                        break
-        finally:
-            if pfd is not None:
-                os.close(pfd)
+        status, timed_out = _wait_for_child(pid, open_fds, cap, t0 + float(job["timeout_s"]))
         wall = time.perf_counter() - t0
         if timed_out:
             self._kill_group(pid)
         if status is None:
             _, status = os.waitpid(pid, 0)
-        # Whatever the child wrote before it exited.
-        for fd in list(open_fds):
-            while True:
-                try:
-                    chunk = os.read(fd, 65536)
-                except (BlockingIOError, OSError):
-                    break
-                if not chunk:
-                    break
-                if fd == out_r:
-                    out_total += len(chunk)
-                    if len(out) < cap:
-                        out += chunk[: cap - len(out)]
-                elif len(res) < 8192:
-                    res += chunk
+        _drain(open_fds, cap)  # whatever the child wrote before it exited
         self._kill_group(pid)
         leftovers = self._kill_leftovers()
         os.close(out_r)
         os.close(res_r)
         removed = self._remove_dir(d)
-        result = self._classify(status, timed_out, bytes(res), nonce)
-        return {"result": result, "wall_s": wall, "output": out.decode("utf-8", "replace"),
-                "output_bytes": out_total, "exit": status, "leftover_processes": leftovers,
+        result = self._classify(status, timed_out, bytes(cap.res), nonce)
+        return {"result": result, "wall_s": wall, "output": cap.out.decode("utf-8", "replace"),
+                "output_bytes": cap.out_total, "exit": status, "leftover_processes": leftovers,
                 "dir_removed": removed}
 
     @staticmethod

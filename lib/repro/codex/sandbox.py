@@ -52,6 +52,7 @@ class Limits:
     isolate_network: bool = True  # give workers an empty network namespace when allowed
 
     def job_limits(self) -> dict:
+        """The limits as the worker protocol sends them (CPU seconds default to ceil(timeout) + 1)."""
         cpu = self.cpu_s if self.cpu_s is not None else int(math.ceil(self.timeout_s)) + 1
         return {"cpu_s": cpu, "memory_mb": self.memory_mb, "file_size_mb": self.file_size_mb,
                 "nproc": self.nproc, "nofile": self.nofile, "output_bytes": self.output_bytes}
@@ -70,6 +71,7 @@ class Outcome:
 
     @property
     def passed(self) -> bool:
+        """True when the program ran to the end with every test passing."""
         return self.result == "passed"
 
     @property
@@ -187,6 +189,7 @@ class Sandbox:
         return dict(self._worker(0).info)
 
     def close(self) -> None:
+        """Stop every worker and remove the sandbox's base directory (idempotent)."""
         if self._closed:
             return
         self._closed = True
@@ -298,4 +301,27 @@ def run_programs(programs: list[str], n_workers: int = 2, limits: Limits | None 
 
 
 def outcome_dict(o: Outcome) -> dict:
+    """An outcome as a plain dict (for JSON)."""
     return asdict(o)
+
+
+class ExecutionCache:
+    """Runs programs in a :class:`Sandbox` once each; identical programs share one verdict.
+
+    ``executed`` counts the distinct programs run, ``requested`` every program asked for.
+    """
+
+    def __init__(self, sandbox: Sandbox):
+        self.sandbox = sandbox
+        self.outcomes: dict[str, Outcome] = {}
+        self.executed = 0
+        self.requested = 0
+
+    def run(self, programs: list[str]) -> list[Outcome]:
+        """One outcome per program, in order; programs seen before are not run again."""
+        new = sorted(set(p for p in programs if p not in self.outcomes))
+        for p, o in zip(new, self.sandbox.run(new)):
+            self.outcomes[p] = o
+        self.executed += len(new)
+        self.requested += len(programs)
+        return [self.outcomes[p] for p in programs]

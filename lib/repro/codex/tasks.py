@@ -1,4 +1,4 @@
-"""A synthetic HumanEval-style task family: chained string operations (Chen et al., 2021, sec. 7 / fig. 11).
+"""A synthetic HumanEval-style task family: chained string operations (Chen et al., 2021, limitations section).
 
 Each task composes 1-4 of 13 simple string operations.  The prompt is a Python
 signature with an English docstring ("Convert the string to lowercase, then
@@ -21,6 +21,8 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class StringOp:
+    """One string operation: its name, docstring phrase, equivalent one-line implementations, and a reference."""
+
     name: str
     phrase: str                     # docstring fragment
     code: tuple[str, ...]           # equivalent one-line implementations (the first is the reference)
@@ -59,12 +61,14 @@ ALPHABET = "abcdeioxyzABEIOXYZ0123 "
 
 
 def docstring(ops: tuple[int, ...]) -> str:
+    """The English description of a chain ("Convert to lowercase, then reverse it.")."""
     phrases = [OPS[i].phrase for i in ops]
     text = ", then ".join(phrases)
     return text[0].upper() + text[1:] + "."
 
 
 def prompt(ops: tuple[int, ...]) -> str:
+    """The problem's prompt: ``def transform(s):`` and the docstring."""
     return SIGNATURE + f'    """{docstring(ops)}"""\n'
 
 
@@ -75,16 +79,19 @@ def body(ops: tuple[int, ...], rng: random.Random | None = None) -> str:
 
 
 def apply(ops: tuple[int, ...], s: str) -> str:
+    """The reference result of the chain on ``s``."""
     for i in ops:
         s = OPS[i].fn(s)
     return s
 
 
 def random_input(rng: random.Random) -> str:
+    """A random test string of 6-12 characters from a small alphabet (letters, vowels, digits, space)."""
     return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(6, 12)))
 
 
 def make_problem(ops: tuple[int, ...], task_id: str, n_tests: int, rng: random.Random) -> dict:
+    """A HumanEval-format problem for the chain ``ops`` with ``n_tests`` asserts on random inputs."""
     inputs = [random_input(rng) for _ in range(n_tests)]
     asserts = "".join(f"    assert candidate({x!r}) == {apply(ops, x)!r}\n" for x in inputs)
     return {"task_id": task_id, "prompt": prompt(ops), "canonical_solution": body(ops),
@@ -103,6 +110,8 @@ def all_compositions(max_ops: int) -> list[tuple[int, ...]]:
 
 @dataclass
 class TaskSplit:
+    """Training compositions and held-out evaluation problems (see :func:`make_split`)."""
+
     train: list[tuple[int, ...]]      # compositions the model may see
     eval: list[dict]                  # held-out problems (length >= 2 compositions never trained on)
 
