@@ -34,6 +34,31 @@ def smoke_run(smoke_dir):
     return get
 
 
+@pytest.fixture(scope="session")
+def smoke_site(smoke_run, tmp_path_factory) -> Path:
+    """``_build/html`` of the site built (warnings as errors) from every chapter's smoke run, once per session.
+
+    ``REPRO_SITE_HTML=_build/html`` checks an existing build instead (e.g. after ``make book``).
+    """
+    from repro.book import ChapterOutcome, build_site, stage_site
+
+    given = os.environ.get("REPRO_SITE_HTML")
+    if given:
+        return Path(given).resolve()
+    outcomes = []
+    for name in _chapter_names():
+        res = smoke_run(name)
+        outcomes.append(ChapterOutcome(name, "smoke", "executed", res.wall_time_s, 0, 0, res.out))
+    out = tmp_path_factory.mktemp("browser-site")
+    return build_site(stage_site(outcomes, out / "src"), out, strict=True)
+
+
+def _chapter_names() -> list[str]:
+    from repro.catalog import all_chapters
+
+    return [c.name for c in all_chapters()]
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op thread for modules of tiny tensor ops: on a busy 2-core

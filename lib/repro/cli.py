@@ -1,4 +1,4 @@
-"""Command line: ``python -m repro {list,params,run,book,robustness}``."""
+"""Command line: ``python -m repro {list,params,run,book,robustness,pdf}``."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument("--seeds", default="0,1,2", help="comma-separated base seeds (default 0,1,2)")
     rb.add_argument("--profile", default="book", choices=PROFILE_NAMES)
     rb.add_argument("--force", action="store_true", help="ignore the execution cache")
+    pd = sub.add_parser("pdf", help="the whole book as one PDF in _build/pdf (offline; needs chromium)")
+    pd.add_argument("--profile", default="book", choices=PROFILE_NAMES)
+    pd.add_argument("--out", default=None, help="output folder (default _build/pdf)")
     return p
 
 
@@ -78,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             from .book import make_book
 
             return make_book(args.profile, args.chapter, args.out, force=args.force, strict=not args.no_strict)
+        if args.cmd == "pdf":
+            from .pdf import main as pdf_main
+
+            return pdf_main(["--profile", args.profile] + (["--out", args.out] if args.out else []))
         if args.cmd == "robustness":
             seeds = _seeds(args.seeds)
             for name in args.chapter:
