@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from repro.data import (dynamic_binarize, fixed_binarize, load_digits_binary, load_images, load_mnist,
+from repro.data import (dataset_folder, dynamic_binarize, fixed_binarize, load_digits, load_images, load_mnist,
                         load_omniglot, read_idx, write_idx)
 
 
@@ -87,14 +87,14 @@ def test_load_omniglot_undoes_column_major_storage(tmp_path):
 
 
 def test_digits_split_is_fixed_and_disjoint():
-    a, b = load_digits_binary(n_test=300), load_digits_binary(n_test=300)
+    a, b = load_digits(n_test=300), load_digits(n_test=300)
     assert a.train.shape == (1497, 64) and a.test.shape == (300, 64)
     assert torch.equal(a.train, b.train) and torch.equal(a.test, b.test)
     assert 0.0 <= float(a.train.min()) and float(a.train.max()) == 1.0
     # no test image is a training image (the digits set has no exact duplicates across the split)
     dist = torch.cdist(a.test, a.train).min(1).values
     assert (dist > 0).all()
-    other = load_digits_binary(n_test=300, split_seed=1)
+    other = load_digits(n_test=300, split_seed=1)
     assert not torch.equal(a.test, other.test)
 
 
@@ -113,6 +113,28 @@ def test_binarisation():
 
 
 def test_subset_and_to():
-    d = load_digits_binary().subset(10, 4).to("cpu")
+    d = load_digits().subset(10, 4).to("cpu")
     assert d.train.shape == (10, 64) and d.test.shape == (4, 64) and d.dim == 64
     assert len(d.train_labels) == 10
+
+
+def test_digits_are_intensities_not_bits():
+    d = load_digits()
+    frac = d.train[(d.train > 0) & (d.train < 1)]
+    assert frac.numel() > 1000          # grey levels pixel / 16: binarise with dynamic/fixed_binarize
+    assert set(fixed_binarize(d.train).unique().tolist()) == {0.0, 1.0}
+
+
+def test_data_root_holds_one_folder_per_dataset(tmp_path):
+    # one meaning of data_root: <data_root>/mnist holds the IDX files; load_mnist takes that folder itself
+    _write_tiny_mnist(_mkdir(tmp_path / "mnist"))
+    via_root = load_images("mnist", tmp_path)
+    direct = load_mnist(dataset_folder(tmp_path, "mnist"))
+    assert torch.equal(via_root.train, direct.train) and dataset_folder(tmp_path, "mnist") == tmp_path / "mnist"
+    with pytest.raises(FileNotFoundError):
+        load_images("mnist", tmp_path / "mnist")       # the data set's own folder is not a data_root
+
+
+def _mkdir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path

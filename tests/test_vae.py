@@ -1,20 +1,28 @@
-"""IWAE / VAE: the bound, its gradient, exact log p(x) by quadrature, chunked estimates, training, configs."""
+"""IWAE / VAE: the bound, its gradient, exact log p(x) by quadrature, chunked estimates, training, configs,
+the chapter's claims and its smoke run."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from torch.distributions import Bernoulli, Normal
 
+from repro.chapters.iwae.config import CLAIMS, IWAEConfig
+from repro.chapters.iwae.experiments import (adam_settings, architecture, load_data, per_seed, schedule,
+                                             table2_per_seed, training_identity)
+from repro.checkpoint import CheckpointMismatch, make_identity
 from repro.config import ConfigError
 from repro.data import write_idx
 from repro.device import configure_threads
-from repro.vae import (Architecture, IWAE, IWAEConfig, concat_models, estimate_bound, evaluate, grouped_bound,
-                       importance_weights, iwae_bound, iwae_surrogate, load_data, log_mean_exp, objective,
-                       ordered_within_error, paper_architecture, paper_schedule, streaming_log_mean_exp, train,
-                       unit_activity, active_units, vae_bound)
+from repro.scorecard import INCONCLUSIVE, NOT_EVALUATED, NOT_REPRODUCED, PASSES, REPRODUCED, Scorecard
+from repro.vae import (Architecture, IWAE, concat_models, estimate_bound, grouped_bound, importance_weights,
+                       iwae_bound, iwae_surrogate, log_mean_exp, objective, ordered_within_error,
+                       paper_architecture, paper_schedule, streaming_log_mean_exp, train, unit_activity,
+                       active_units, vae_bound)
 
 ARCH1 = Architecture(12, (10,), (3,))
 ARCH2 = Architecture(12, (10, 8), (4, 2))
@@ -319,48 +327,80 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
     x = torch.rand(40, 12)
     sched = [(1, 1e-3), (2, 5e-4)]
     ref = IWAE(ARCH2, 2, seeds=[0, 1])
-    train(ref, x, 3, [False, True], sched, batch_size=10, seed=7)
+    ref_hist = train(ref, x, 3, [False, True], sched, batch_size=10, seed=7)
     ckpt = tmp_path / "group.pt"
+    ident = make_identity("test group", {"lr": 1e-3})
     first = IWAE(ARCH2, 2, seeds=[0, 1])
-    train(first, x, 3, [False, True], sched[:1], batch_size=10, seed=7, checkpoint=ckpt)   # "interrupted"
+    train(first, x, 3, [False, True], sched, batch_size=10, seed=7, checkpoint=ckpt, identity=ident,
+          max_passes=1)                                                        # "interrupted" after stage 1
     assert ckpt.exists()
     resumed = IWAE(ARCH2, 2, seeds=[0, 1])
-    messages = []
-    hist = train(resumed, x, 3, [False, True], sched, batch_size=10, seed=7, checkpoint=ckpt, log=messages.append)
-    assert any("resumed" in m for m in messages)
-    assert hist["epoch"] == [1, 2, 3]
+    hist = train(resumed, x, 3, [False, True], sched, batch_size=10, seed=7, checkpoint=ckpt, identity=ident)
+    assert hist["epoch"] == [1, 2, 3] and hist["train_bound"] == ref_hist["train_bound"]
     for a, b in zip(ref.parameters(), resumed.parameters()):
-        assert torch.allclose(a, b, atol=1e-6)
+        assert torch.equal(a, b)
 
 
-def test_checkpoint_resume_within_a_stage(tmp_path):
+def test_checkpoint_resume_within_a_stage(tmp_path, capsys):
     x = torch.rand(40, 12)
     sched = [(1, 1e-3), (3, 5e-4)]
     ref = IWAE(ARCH1, 2, seeds=[0, 1])
     train(ref, x, 2, [False, True], sched, batch_size=10, seed=3)
     ckpt = tmp_path / "group.pt"
     cut = IWAE(ARCH1, 2, seeds=[0, 1])   # "killed" after pass 3 of 4, in the middle of stage 2
-    train(cut, x, 2, [False, True], [(1, 1e-3), (2, 5e-4)], batch_size=10, seed=3, checkpoint=ckpt,
-          checkpoint_every=1)
+    train(cut, x, 2, [False, True], sched, batch_size=10, seed=3, checkpoint=ckpt, checkpoint_every=1, max_passes=3)
     resumed = IWAE(ARCH1, 2, seeds=[0, 1])
-    hist = train(resumed, x, 2, [False, True], sched, batch_size=10, seed=3, checkpoint=ckpt, checkpoint_every=1)
+    hist = train(resumed, x, 2, [False, True], sched, batch_size=10, seed=3, checkpoint=ckpt, checkpoint_every=1,
+                 label="resume test")
+    assert "[resume test] resumed from" in capsys.readouterr().out
     assert hist["epoch"] == [1, 2, 3, 4] and hist["stage"] == [0, 1, 1, 1]
     for a, b in zip(ref.parameters(), resumed.parameters()):
-        assert torch.allclose(a, b, atol=1e-6)
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path):
+    x = torch.rand(40, 12)
+    ckpt = tmp_path / "group.pt"
+    cfg = IWAEConfig.for_profile("smoke")
+    ident = training_identity(cfg, "iwae table 1 test", 1, k=2)
+    train(IWAE(ARCH1, 2, seeds=[0, 1]), x, 2, [False, True], [(1, 1e-3)], batch_size=10, seed=3, checkpoint=ckpt,
+          identity=ident)
+    other_cfg = training_identity(IWAEConfig.for_profile("smoke", lr=3e-3), "iwae table 1 test", 1, k=2)
+    for kwargs in (dict(identity=other_cfg),                                   # other config
+                   dict(identity=ident, seed=4),                               # other training seed
+                   dict(identity=make_identity("iwae table 1 other", None))):  # other experiment
+        with pytest.raises(CheckpointMismatch):
+            train(IWAE(ARCH1, 2, seeds=[0, 1]), x, 2, [False, True], [(1, 1e-3)], batch_size=10,
+                  **{"seed": 3, **kwargs}, checkpoint=ckpt)
+    # evaluation-only settings do not change a training group's identity (a run may be split into sessions)
+    assert training_identity(IWAEConfig.for_profile("smoke", eval_k=7, max_test=3, layers=(1,)),
+                             "iwae table 1 test", 1, k=2) == ident
 
 
 # ---------------------------------------------------------------------------
 # Config and the paper profile
 # ---------------------------------------------------------------------------
 
+def test_config_module_does_not_import_torch():
+    code = "import sys, repro.chapters.iwae.config; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_params_lists_the_chapter_parameters():
+    out = subprocess.run([sys.executable, "-m", "repro", "params", "iwae"], check=True, capture_output=True,
+                         text=True).stdout
+    assert "continue_passes" in out and "eval_k" in out
+
+
 def test_profiles_build_and_validate():
     for p in ("smoke", "book", "paper"):
         cfg = IWAEConfig.for_profile(p)
-        assert cfg.architecture(1, 64).n_layers == 1 and cfg.architecture(2, 64).n_layers == 2
+        assert architecture(cfg, 1, 64).n_layers == 1 and architecture(cfg, 2, 64).n_layers == 2
+        assert cfg.total_passes == sum(passes for passes, _ in schedule(cfg))
     paper = IWAEConfig.for_profile("paper")
     assert paper.total_passes == 3280 and paper.dataset == "mnist" and paper.layers == (1, 2)
-    assert paper.eval_k == 5000 and paper.batch_size == 20 and paper.adam_eps == 1e-4
-    assert paper.architecture(2, 784) == paper_architecture(2)
+    assert paper.eval_k == 5000 and paper.batch_size == 20 and adam_settings(paper).eps == 1e-4
+    assert architecture(paper, 2, 784) == paper_architecture(2)
     with pytest.raises(ConfigError):
         IWAEConfig.for_profile("book", ks=(1, 5))          # Table 2 needs k = continue_k
     with pytest.raises(ConfigError):
@@ -382,13 +422,69 @@ def test_paper_profile_constructs_and_steps_on_tiny_mnist(tmp_path):
     data, x_test = load_data(cfg)
     assert data.dim == 784 and x_test.shape == (2, 784)
     for n_layers in cfg.layers:
-        model = IWAE(cfg.architecture(n_layers, data.dim), 2, seeds=cfg.seeds * 2, x_mean=data.train.mean(0))
-        hist = train(model, data.train, max(cfg.ks), [False, True], [(1, cfg.schedule[0][1])], cfg.batch_size,
-                     cfg.adam, checkpoint=tmp_path / "ckpt" / f"L{n_layers}.pt")
+        model = IWAE(architecture(cfg, n_layers, data.dim), 2, seeds=cfg.seeds * 2, x_mean=data.train.mean(0))
+        hist = train(model, data.train, max(cfg.ks), [False, True], [(1, schedule(cfg)[0][1])], cfg.batch_size,
+                     adam_settings(cfg), checkpoint=tmp_path / "ckpt" / f"L{n_layers}.pt",
+                     identity=training_identity(cfg, "tiny", n_layers))
         assert all(math.isfinite(v) for v in hist["train_bound"][-1])
         ll = estimate_bound(model, x_test[:1], cfg.eval_k, 1, cfg.eval_chunk, cfg.eval_batch)
         assert ll.shape == (2, 1) and torch.isfinite(ll).all()
     assert (tmp_path / "ckpt" / "L2.pt").exists()
+
+
+# ---------------------------------------------------------------------------
+# The claims: each finding's rule on synthetic per-seed values
+# ---------------------------------------------------------------------------
+
+FINDINGS = [c for c in CLAIMS if c.kind == "finding"]
+# per claim: values that must give reproduced, inconclusive and not reproduced
+SYNTHETIC = {
+    # test NLL: IWAE (a) below VAE (b), paired per seed
+    "iwae-beats-vae": (dict(a=[30.0, 31.0, 29.5], b=[31.0, 32.1, 30.4]),
+                       dict(a=[30.0, 31.0, 29.5], b=[30.1, 30.9, 30.5]),
+                       dict(a=[30.0, 31.0, 29.5], b=[29.9, 30.8, 29.4])),
+    # active units: IWAE (a) above VAE (b), paired per seed
+    "active-units": (dict(a=[12, 13, 12], b=[9, 10, 10]), dict(a=[12, 13, 12], b=[12, 10, 12]),
+                     dict(a=[12, 13, 12], b=[12, 13, 13])),
+    "vae-then-iwae": (dict(a=[29.0, 29.5, 29.2], b=[29.6, 30.0, 29.9]), dict(a=[29.0, 29.5, 29.2], b=[29.6, 29.4, 29.3]),
+                      dict(a=[29.0, 29.5, 29.2], b=[28.9, 29.4, 29.3])),
+    "iwae-then-vae": (dict(a=[29.6, 30.0, 29.9], b=[29.0, 29.5, 29.2]), dict(a=[29.6, 29.4, 29.3], b=[29.0, 29.5, 29.2]),
+                      dict(a=[28.9, 29.4, 29.1], b=[29.0, 29.5, 29.2])),
+    "mnist-nll": (dict(values=[82.8, 83.0, 82.9]), dict(values=[83.5, 82.6, 83.7]), dict(values=[84.5, 84.2, 84.9])),
+}
+
+
+def _synthetic(claim_id):
+    return SYNTHETIC[claim_id if claim_id in SYNTHETIC else claim_id.rsplit("-", 1)[0]]
+
+
+@pytest.mark.parametrize("claim", FINDINGS, ids=[c.id for c in FINDINGS])
+def test_each_finding_rule_gives_each_status(claim):
+    for values, expected in zip(_synthetic(claim.id), (REPRODUCED, INCONCLUSIVE, NOT_REPRODUCED)):
+        sc = Scorecard("iwae", "book", CLAIMS)
+        assert sc.evaluate(claim.id, **values).status == expected, (claim.id, values)
+    sc = Scorecard("iwae", "book", CLAIMS)      # two seeds are never enough for "reproduced"
+    two = {k: v[:2] for k, v in _synthetic(claim.id)[0].items()}
+    assert sc.evaluate(claim.id, **two).status == INCONCLUSIVE
+
+
+def test_claims_declare_kinds_and_both_layer_counts():
+    kinds = {c.id: c.kind for c in CLAIMS}
+    assert kinds["bound-monotone"] == "theorem"
+    assert {"iwae-beats-vae-1l", "iwae-beats-vae-2l", "active-units-1l", "active-units-2l"} <= set(kinds)
+    assert "nll-improves-with-k" not in kinds     # merged into iwae-beats-vae (the same comparison)
+    mnist = next(c for c in CLAIMS if c.id == "mnist-nll")
+    assert "--profile paper" in mnist.needs and "download=true" in mnist.needs
+
+
+def test_per_seed_pairs_models_by_seed():
+    recs = [{"layers": 1, "k": 1, "objective": "VAE", "seed": s, "nll": 30.0 + s, "active": [3]} for s in (1, 0)]
+    recs += [{"layers": 1, "k": 5, "objective": o, "seed": s, "nll": 20.0 + s + (o == "VAE"), "active": [2, 1]}
+             for o in ("VAE", "IWAE") for s in (1, 0)]
+    assert per_seed(recs, 1, 1, "IWAE") == per_seed(recs, 1, 1, "VAE") == [30.0, 31.0]   # k = 1 serves both
+    assert per_seed(recs, 1, 5, "VAE") == [21.0, 22.0] and per_seed(recs, 1, 5, "IWAE", "active") == [3.0, 3.0]
+    rows = [{"first": "VAE", "then": "IWAE", "seed": s, "nll_after": float(s)} for s in (2, 0, 1)]
+    assert table2_per_seed(rows, "VAE", "IWAE") == [0.0, 1.0, 2.0]
 
 
 # ---------------------------------------------------------------------------
@@ -399,10 +495,13 @@ def test_paper_profile_constructs_and_steps_on_tiny_mnist(tmp_path):
 def test_smoke_chapter(smoke_run):
     m = smoke_run("iwae").metrics
     claims = {c["id"]: c for c in m["scorecard"]}
-    assert claims["bound-monotone"]["status"] == "reproduced"    # a theorem: holds at every profile
-    for cid in ("nll-improves-with-k", "iwae-beats-vae", "active-units", "vae-then-iwae", "iwae-then-vae"):
-        assert claims[cid]["status"] in ("reproduced", "not reproduced")
-    assert claims["mnist-nll"]["status"] == "not evaluated at this profile"
+    assert set(claims) == {c.id for c in CLAIMS}
+    assert claims["bound-monotone"]["status"] == PASSES     # a theorem: holds at every profile
+    for cid in ("iwae-beats-vae-1l", "iwae-beats-vae-2l", "active-units-1l", "active-units-2l",
+                "vae-then-iwae", "iwae-then-vae"):
+        # two seeds at smoke: never "reproduced"
+        assert claims[cid]["status"] in (INCONCLUSIVE, NOT_REPRODUCED), claims[cid]
+    assert claims["mnist-nll"]["status"] == NOT_EVALUATED
     records = m["numbers"]["table1"]
     cfg = m["config"]
     n_models = sum(len(cfg["ks"]) * 2 - (1 in cfg["ks"]) for _ in cfg["layers"]) * cfg["n_seeds"]

@@ -11,12 +11,17 @@ chapter can choose between
 
 Sources:
 
-* :func:`load_digits_binary` - scikit-learn's 8x8 digits (1,797 images, ships
+* :func:`load_digits` - scikit-learn's 8x8 digits (1,797 images, ships
   with scikit-learn, no network); a fixed, seeded train/test split.
 * :func:`load_mnist` - the MNIST IDX files (``train-images-idx3-ubyte[.gz]``
   ...) read with :func:`read_idx`; optional download on machines with internet.
 * :func:`load_omniglot` - the 28x28 Omniglot split used by the IWAE paper
   (``chardata.mat`` from the authors' repository, 24,345 / 8,070 images).
+
+Folders: ``data_root`` always means the folder that holds one folder per data
+set (``<data_root>/mnist/``, ``<data_root>/omniglot/``; :func:`dataset_folder`);
+:func:`load_images` takes it.  The per-data-set loaders take that data set's
+own ``folder``.
 
 Nothing here downloads unless asked to (``download=True``).
 """
@@ -32,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .seed import generator
+
 MNIST_URLS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -43,6 +50,7 @@ MNIST_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 OMNIGLOT_URL = "https://raw.githubusercontent.com/yburda/iwae/master/datasets/OMNIGLOT/chardata.mat"
+DATA_ROOT = "data"   # the default data_root: one folder per data set below it
 
 
 @dataclass(frozen=True)
@@ -58,9 +66,11 @@ class ImageData:
 
     @property
     def dim(self) -> int:
+        """Pixels per image (D)."""
         return self.train.shape[1]
 
     def to(self, device: torch.device | str) -> "ImageData":
+        """The same split with every tensor on ``device``."""
         move = (lambda t: None if t is None else t.to(device))
         return ImageData(self.name, self.train.to(device), self.test.to(device), self.shape,
                          move(self.train_labels), move(self.test_labels))
@@ -83,19 +93,20 @@ def dynamic_binarize(x: torch.Tensor, generator: torch.Generator | None = None) 
 
 def fixed_binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """One seeded Bernoulli(intensity) draw: identical on every call with the same seed."""
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    return torch.bernoulli(x, generator=g)
+    return torch.bernoulli(x, generator=generator(seed, x.device))
 
 
 # ---------------------------------------------------------------------------
 # scikit-learn digits (CPU profiles)
 # ---------------------------------------------------------------------------
 
-def load_digits_binary(n_test: int = 297, split_seed: int = 0) -> ImageData:
-    """scikit-learn's 8x8 digits as intensities (pixel / 16), split once into train and test.
+def load_digits(n_test: int = 297, split_seed: int = 0) -> ImageData:
+    """scikit-learn's 8x8 digits as intensities (pixel / 16) in [0, 1], split once into train and test.
 
-    The split is a seeded permutation of the 1,797 images, so it is the same on
-    every machine and in every chapter that uses the same ``split_seed``.
+    Like every loader here it returns intensities, not bits: binarise with
+    :func:`dynamic_binarize` or :func:`fixed_binarize`.  The split is a seeded
+    permutation of the 1,797 images, so it is the same on every machine and in
+    every chapter that uses the same ``split_seed``.
     """
     from sklearn.datasets import load_digits
 
@@ -104,9 +115,11 @@ def load_digits_binary(n_test: int = 297, split_seed: int = 0) -> ImageData:
     y = torch.as_tensor(bunch.target, dtype=torch.long)
     if not 0 < n_test < len(x):
         raise ValueError(f"n_test must be in 1..{len(x) - 1}, got {n_test}")
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
+    perm = torch.randperm(len(x), generator=generator(split_seed))
     test, train = perm[:n_test], perm[n_test:]
     return ImageData("digits", x[train], x[test], (8, 8), y[train], y[test])
+
+
 
 
 # ---------------------------------------------------------------------------
@@ -154,10 +167,10 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
     return path
 
 
-def _find(root: Path, stem: str) -> Path | None:
+def _find(folder: Path, stem: str) -> Path | None:
     for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
-        if (root / name).exists():
-            return root / name
+        if (folder / name).exists():
+            return folder / name
     return None
 
 
@@ -169,35 +182,39 @@ def _download(url: str, dest: Path) -> None:
     tmp.replace(dest)
 
 
-def download_mnist(root: str | os.PathLike) -> Path:
-    """Fetch the four MNIST IDX files into ``root`` (needs internet; skips files already there)."""
-    root = Path(root)
+def download_mnist(folder: str | os.PathLike) -> Path:
+    """Fetch the four MNIST IDX files into ``folder`` (needs internet; skips files already there)."""
+    folder = Path(folder)
     for stem in MNIST_FILES.values():
-        if _find(root, stem):
+        if _find(folder, stem):
             continue
         errors = []
         for base in MNIST_URLS:
             try:
-                _download(base + stem + ".gz", root / (stem + ".gz"))
+                _download(base + stem + ".gz", folder / (stem + ".gz"))
                 break
             except OSError as err:  # try the next mirror
                 errors.append(f"{base}: {err}")
         else:
             raise RuntimeError(f"could not download {stem}: " + "; ".join(errors))
-    return root
+    return folder
 
 
-def load_mnist(root: str | os.PathLike, download: bool = False) -> ImageData:
-    """MNIST from the IDX files in ``root`` (60,000 train / 10,000 test, intensities pixel / 255)."""
-    root = Path(root)
-    missing = [s for s in MNIST_FILES.values() if _find(root, s) is None]
+def load_mnist(folder: str | os.PathLike, download: bool = False) -> ImageData:
+    """MNIST from the IDX files in ``folder`` (60,000 train / 10,000 test, intensities pixel / 255).
+
+    ``folder`` holds the IDX files themselves (``<data_root>/mnist`` when
+    loaded through :func:`load_images`).
+    """
+    folder = Path(folder)
+    missing = [s for s in MNIST_FILES.values() if _find(folder, s) is None]
     if missing and download:
-        download_mnist(root)
-        missing = [s for s in MNIST_FILES.values() if _find(root, s) is None]
+        download_mnist(folder)
+        missing = [s for s in MNIST_FILES.values() if _find(folder, s) is None]
     if missing:
-        raise FileNotFoundError(f"MNIST files {missing} not found under {root}; "
+        raise FileNotFoundError(f"MNIST files {missing} not found under {folder}; "
                                 "pass download=True on a machine with internet or copy them there")
-    arrays = {key: read_idx(_find(root, stem)) for key, stem in MNIST_FILES.items()}
+    arrays = {key: read_idx(_find(folder, stem)) for key, stem in MNIST_FILES.items()}
     for split in ("train", "test"):
         if len(arrays[f"{split}_images"]) != len(arrays[f"{split}_labels"]):
             raise ValueError(f"MNIST {split}: {len(arrays[f'{split}_images'])} images but "
@@ -216,12 +233,12 @@ def load_mnist(root: str | os.PathLike, download: bool = False) -> ImageData:
 # Omniglot (the IWAE paper's 28x28 split)
 # ---------------------------------------------------------------------------
 
-def load_omniglot(root: str | os.PathLike, download: bool = False) -> ImageData:
-    """Omniglot as in the IWAE paper: ``chardata.mat`` (keys ``data``, ``testdata``, 784 x N).
+def load_omniglot(folder: str | os.PathLike, download: bool = False) -> ImageData:
+    """Omniglot as in the IWAE paper: ``<folder>/chardata.mat`` (keys ``data``, ``testdata``, 784 x N).
 
     The authors store each image column-major, hence the Fortran-order reshape.
     """
-    path = Path(root) / "chardata.mat"
+    path = Path(folder) / "chardata.mat"
     if not path.exists() and download:
         _download(OMNIGLOT_URL, path)
     if not path.exists():
@@ -239,12 +256,22 @@ def load_omniglot(root: str | os.PathLike, download: bool = False) -> ImageData:
     return ImageData("omniglot", images(mat["data"]), images(mat["testdata"]), (28, 28))
 
 
-def load_images(name: str, root: str | os.PathLike = "data", download: bool = False, **kw) -> ImageData:
-    """Dispatch on a dataset name: ``digits`` | ``mnist`` | ``omniglot``."""
+def dataset_folder(data_root: str | os.PathLike, name: str) -> Path:
+    """The folder of data set ``name`` under ``data_root``: ``<data_root>/<name>``."""
+    return Path(data_root) / name
+
+
+def load_images(name: str, data_root: str | os.PathLike = DATA_ROOT, download: bool = False, **kw) -> ImageData:
+    """Dispatch on a dataset name: ``digits`` | ``mnist`` | ``omniglot`` (intensities in [0, 1]).
+
+    ``mnist`` and ``omniglot`` are read from (or downloaded into)
+    ``<data_root>/<name>``; ``digits`` ships with scikit-learn (``kw`` go to
+    :func:`load_digits`).
+    """
     if name == "digits":
-        return load_digits_binary(**kw)
+        return load_digits(**kw)
     if name == "mnist":
-        return load_mnist(Path(root) / "mnist", download=download)
+        return load_mnist(dataset_folder(data_root, "mnist"), download=download)
     if name == "omniglot":
-        return load_omniglot(Path(root) / "omniglot", download=download)
+        return load_omniglot(dataset_folder(data_root, "omniglot"), download=download)
     raise ValueError(f"unknown dataset {name!r}: choose digits, mnist or omniglot")

@@ -13,24 +13,31 @@ so that several seeds (and the VAE and IWAE objectives at the same k) train
 as one set of batched matrix multiplies.  Adam is elementwise, so one Adam
 over the stacked parameters is exactly M independent Adams.
 
+Equation labels in the comments are the IWAE chapter's (``book/iwae.md``):
+``iwae-bound`` (L_k), ``iwae-grad`` (its gradient with the normalised weights),
+``iwae-monotone`` (L_k <= L_{k+1}, proved in the paper), ``iwae-active`` (active units).
+This module holds the algorithm only; the chapter's config, claims and
+experiment runs are in :mod:`repro.chapters.iwae`.
+
 Shapes: M models, k importance samples, B data points, D pixels,
 H hidden units, d latent units of one stochastic layer.
 """
 from __future__ import annotations
 
+import io
 import math
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .ais import log_mean_exp  # the one stable log-mean-exp, shared with AIS
-from .config import ConfigError, ProfileConfig, param
+from .checkpoint import load_checkpoint, make_identity, save_checkpoint
+from .progress import Progress
+from .seed import generator
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -42,9 +49,9 @@ LOG_2PI = math.log(2 * math.pi)
 def iwae_bound(log_w: torch.Tensor, dim: int = -2) -> torch.Tensor:
     """Monte Carlo estimate of L_k, one per data point.
 
-    Eq. (8): L_k = E[ log (1/k) sum_i w_i ],  w_i = p(x, h_i) / q(h_i | x).
+    eq. iwae-bound: L_k = E[ log (1/k) sum_i w_i ],  w_i = p(x, h_i) / q(h_i | x).
     ``log_w`` holds the k samples along ``dim`` (default: [..., k, B] -> [..., B]).
-    With k = 1 this is the ELBO (Eq. 3).
+    With k = 1 this is the ELBO.
     """
     return log_mean_exp(log_w, dim)
 
@@ -55,12 +62,12 @@ def vae_bound(log_w: torch.Tensor, dim: int = -2) -> torch.Tensor:
 
 
 def importance_weights(log_w: torch.Tensor, dim: int = -2) -> torch.Tensor:
-    """The normalised importance weights w~_i = w_i / sum_j w_j (Eq. 14)."""
+    """The normalised importance weights w~_i = w_i / sum_j w_j (eq. iwae-grad)."""
     return torch.softmax(log_w, dim)
 
 
 def iwae_surrogate(log_w: torch.Tensor, dim: int = -2) -> torch.Tensor:
-    """A surrogate whose gradient is the IWAE estimator  sum_i w~_i grad log w_i  (Eq. 14).
+    """A surrogate whose gradient is the IWAE estimator  sum_i w~_i grad log w_i  (eq. iwae-grad).
 
     Its value is not L_k; only its gradient matters.  Autograd of
     :func:`iwae_bound` gives the same gradient (tested); the VAE estimator is
@@ -135,7 +142,7 @@ class Architecture:
 
     Stochastic layer l has ``latent[l]`` Gaussian units and is reached through
     two deterministic tanh layers of ``hidden[l]`` units in both the recognition
-    and the generative network (the paper's nets; Section 5).
+    and the generative network (the paper's nets, as in its experiments section).
     """
 
     x_dim: int
@@ -148,6 +155,7 @@ class Architecture:
 
     @property
     def n_layers(self) -> int:
+        """The number of stochastic layers L."""
         return len(self.latent)
 
 
@@ -169,6 +177,7 @@ class EnsembleLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_models, 1, n_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x W_m + b_m for every model m: [M, N, n_in] -> [M, N, n_out]."""
         return torch.baddbmm(self.bias, x, self.weight)
 
 
@@ -182,6 +191,7 @@ class EnsembleMLP(nn.Module):
                                      EnsembleLinear(n_models, hidden, n_out)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[M, ..., n_in] -> [M, ..., n_out] (any leading sample / batch axes after the model axis)."""
         lead = x.shape[1:-1]
         h = x.reshape(x.shape[0], -1, x.shape[-1])  # [M, *lead, n_in] -> [M, N, n_in]
         for i, layer in enumerate(self.layers):
@@ -202,7 +212,7 @@ def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Ten
     x*logits - softplus(logits) equals log sigmoid((2x - 1) * logits) when x is 0 or 1
     (two elementwise passes instead of three: this is the hot spot of large-k estimates).
     """
-    return F.logsigmoid((2 * x - 1) * logits).sum(-1)
+    return torch.nn.functional.logsigmoid((2 * x - 1) * logits).sum(-1)
 
 
 class IWAE(nn.Module):
@@ -228,14 +238,14 @@ class IWAE(nn.Module):
     def reset_parameters(self, seeds: Sequence[int], x_mean: torch.Tensor | None = None) -> None:
         """Per-model init from its own seed: weights ~ N(0, 1/fan_in), biases 0.
 
-        The output bias is the logit of the training-set pixel means (Section 5).
+        The output bias is the logit of the training-set pixel means (as in the paper).
         """
         seeds = list(seeds)
         if len(seeds) != self.n_models:
             raise ValueError(f"need {self.n_models} seeds, got {len(seeds)}")
         linears = [m for m in self.modules() if isinstance(m, EnsembleLinear)]
         for r, seed in enumerate(seeds):  # init only: one generator per model
-            g = torch.Generator().manual_seed(int(seed))
+            g = generator(seed)
             for lin in linears:
                 n_in, n_out = lin.weight.shape[1:]
                 lin.weight[r].copy_(torch.randn(n_in, n_out, generator=g) / math.sqrt(n_in))
@@ -246,6 +256,7 @@ class IWAE(nn.Module):
 
     @staticmethod
     def _split(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A Gaussian layer's output [..., 2d] -> (mean, log variance), each [..., d]."""
         mean, log_var = out.chunk(2, dim=-1)
         return mean, log_var
 
@@ -254,10 +265,25 @@ class IWAE(nn.Module):
         return x.expand(self.n_models, *x.shape) if x.dim() == 2 else x
 
     def log_weights(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """log w = log p(x, h) - log q(h | x) for k reparameterised samples: [M, k, B]."""
+        """log w = log p(x, h) - log q(h | x) for k reparameterised samples h ~ q(h | x): [M, k, B].
+
+        The weights of eq. iwae-bound: sample the recognition network
+        (:meth:`sample_posterior`), then score the samples under the
+        generative model (:meth:`log_joint`).
+        """
+        x = self._per_model(x)                                               # [M, B, D]
+        hs, log_q = self.sample_posterior(x, k, generator)
+        return self.log_joint(x, hs) - log_q                                 # [M, k, B]
+
+    def sample_posterior(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None
+                         ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """k samples of q(h_1 | x) q(h_2 | h_1) ... and their log-density.
+
+        Returns ([h_1, ..., h_L], each [M, k, B, d_l]; log q(h | x) [M, k, B]).
+        Each layer is reparameterised, h_l = mean + exp(log_var / 2) * eps.
+        """
         x = self._per_model(x)
         M, B, _ = x.shape
-        # recognition pass: h_l = mean + exp(log_var / 2) * eps, sampled layer by layer
         mean, log_var = self._split(self.encoders[0](x))                     # [M, B, d1]
         mean, log_var = mean[:, None], log_var[:, None]                      # [M, 1, B, d1]
         hs, log_q = [], 0.0
@@ -270,14 +296,20 @@ class IWAE(nn.Module):
             # parameters (hence the same gradient) as gaussian_log_density(h, mean, log_var), fewer ops
             log_q = log_q - 0.5 * (eps ** 2 + log_var + LOG_2PI).sum(-1)
             hs.append(h)
-        # generative pass: p(h_L) p(h_{L-1} | h_L) ... p(x | h_1)
-        log_p = -0.5 * (hs[-1] ** 2 + LOG_2PI).sum(-1)
+        return hs, log_q
+
+    def log_joint(self, x: torch.Tensor, hs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """log p(x, h) = log p(h_L) + sum_l log p(h_{l-1} | h_l) + log p(x | h_1): [M, k, B].
+
+        ``x`` [M, B, D] (or [B, D]); ``hs`` as returned by :meth:`sample_posterior`.
+        """
+        x = self._per_model(x)
+        log_p = -0.5 * (hs[-1] ** 2 + LOG_2PI).sum(-1)                       # prior N(0, I) on h_L
         for l in range(self.arch.n_layers - 1, 0, -1):
             mean, log_var = self._split(self.decoders[l](hs[l]))
             log_p = log_p + gaussian_log_density(hs[l - 1], mean, log_var)
         logits = self.decoders[0](hs[0])                                     # [M, k, B, D]
-        log_p = log_p + bernoulli_log_likelihood(x[:, None], logits)
-        return log_p - log_q                                                 # [M, k, B]
+        return log_p + bernoulli_log_likelihood(x[:, None], logits)          # observation model p(x | h_1)
 
     @torch.no_grad()
     def posterior_means(self, x: torch.Tensor, n_samples: int = 100,
@@ -340,7 +372,7 @@ def estimate_bound(model: IWAE, x: torch.Tensor, k: int, n_groups: int = 1, chun
 
 
 def unit_activity(means: torch.Tensor) -> torch.Tensor:
-    """A_u = Cov_x(E_q[u | x]) for each unit: the variance over data points of the posterior mean.
+    """A_u = Cov_x(E_q[u | x]) for each unit (eq. iwae-active): the variance over data points of the posterior mean.
 
     ``means`` [M, N, d] -> [M, d].
     """
@@ -352,6 +384,27 @@ def active_units(model: IWAE, x: torch.Tensor, threshold: float = 1e-2, n_sample
     """(A_u per layer [M, d_l], number of units with A_u > threshold per layer [M])."""
     acts = [unit_activity(m) for m in model.posterior_means(x, n_samples, generator)]
     return acts, [(a > threshold).sum(-1) for a in acts]
+
+
+
+def ordered_within_error(estimates: Sequence[torch.Tensor], n_se: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Are per-data-point estimates [M, N] of L_{k_1}, L_{k_2}, ... (k increasing) non-decreasing?
+
+    The numerical check of eq. iwae-monotone.  For each consecutive pair the
+    paired difference is averaged over the N data points; its z-score is
+    mean / standard error.  Returns (ok [M]: every z > -n_se, i.e. no decrease
+    beyond Monte Carlo error; the smallest z [M]).
+    """
+    if len(estimates) < 2:
+        m = estimates[0].shape[0]
+        return torch.ones(m, dtype=torch.bool), torch.full((m,), math.inf)
+    zs = []
+    for lo, hi in zip(estimates, estimates[1:]):
+        d = hi - lo                                                            # [M, N]
+        se = d.std(-1) / math.sqrt(d.shape[-1])
+        zs.append(d.mean(-1) / se.clamp_min(1e-12))
+    z = torch.stack(zs, -1).min(-1).values
+    return z > -n_se, z
 
 
 # ---------------------------------------------------------------------------
@@ -366,6 +419,8 @@ def paper_schedule(n_stages: int = 8, lr: float = 1e-3, base: int = 3, decay_sta
 
 @dataclass(frozen=True)
 class AdamSettings:
+    """Adam's constants (the paper: beta1 0.9, beta2 0.999, eps 1e-4)."""
+
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-4
@@ -373,359 +428,133 @@ class AdamSettings:
 
 def train(model: IWAE, train_x: torch.Tensor, k: int, iwae: Sequence[bool], schedule: Sequence[tuple[int, float]],
           batch_size: int = 20, adam: AdamSettings = AdamSettings(), seed: int = 0,
-          checkpoint: str | Path | None = None, checkpoint_every: int = 0,
-          log: Callable[[str], None] | None = None, label: str = "") -> dict:
+          checkpoint: str | Path | None = None, checkpoint_every: int = 0, identity: dict | None = None,
+          max_passes: int | None = None, label: str = "train", progress: bool = True) -> dict:
     """Train the M models of ``model`` for the whole ``schedule``; return the history.
 
-    Model m maximises L_k if ``iwae[m]`` else the k-sample ELBO.  Every model
-    gets its own minibatch order, dynamic binarisation and noise (one [M, B, D]
-    batch per step, all drawn from one generator seeded by ``seed``).  With
-    ``checkpoint`` set, the state (model, Adam, random stream, history) is
-    saved at every stage end and every ``checkpoint_every`` passes, and a rerun
-    resumes exactly where the last save left off.
+    Model m maximises L_k (eq. iwae-bound, gradient eq. iwae-grad) if
+    ``iwae[m]`` else the k-sample ELBO.  Every model gets its own minibatch
+    order, dynamic binarisation and noise (one [M, B, D] batch per step, all
+    drawn from one generator seeded by ``seed``).
+
+    With ``checkpoint`` set, the state (model, Adam, random stream, history)
+    is saved with :func:`repro.checkpoint.save_checkpoint` at every stage end
+    and every ``checkpoint_every`` passes, and a rerun resumes exactly where
+    the last save left off.  The checkpoint's identity is ``identity`` (the
+    caller's experiment name and config, from ``make_identity``) plus this
+    call's training settings; a checkpoint written by another run raises
+    :class:`repro.checkpoint.CheckpointMismatch`.  ``max_passes`` stops after
+    that many passes in all (a session of a longer run; rerun to continue).
+
+    Returns a plain history: ``k``, ``iwae`` (flags), per pass ``epoch``,
+    ``stage``, ``lr`` and ``train_bound`` (the mean objective per model), and
+    the training ``seconds``.
     """
     device = next(model.parameters()).device
-    M = model.n_models
-    mask = torch.tensor(list(iwae), dtype=torch.bool, device=device)
-    if mask.numel() != M:
-        raise ValueError(f"need one objective flag per model ({M}), got {mask.numel()}")
-    gen = torch.Generator(device=device).manual_seed(int(seed))
+    mask = _objective_flags(iwae, model.n_models, device)
     train_x = train_x.to(device)
-    N = len(train_x)
-    if N < batch_size:
-        raise ValueError(f"training set ({N}) smaller than one batch ({batch_size})")
-    steps = N // batch_size
+    if len(train_x) < batch_size:
+        raise ValueError(f"training set ({len(train_x)}) smaller than one batch ({batch_size})")
+    gen = generator(seed, device)
     opt = torch.optim.Adam(model.parameters(), lr=schedule[0][1], betas=(adam.beta1, adam.beta2), eps=adam.eps)
     history = {"k": k, "iwae": [bool(b) for b in mask.tolist()], "epoch": [], "stage": [], "lr": [],
                "train_bound": [], "seconds": 0.0}
-    ckpt = Path(checkpoint) if checkpoint else None
-    elapsed = 0.0
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"].cpu())
-        history = state["history"]
-        elapsed = history["seconds"]
-        if log:
-            log(f"{label} resumed from {ckpt} after {len(history['epoch'])} passes")
-
-    def save() -> None:
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                    "history": history}, tmp)
-        tmp.replace(ckpt)   # atomic: an interruption never leaves a half-written checkpoint
-
-    epoch = len(history["epoch"])   # passes already done (resume point)
-    t0 = time.time()
-    first = 0
-    for stage, (passes, lr) in enumerate(schedule):
-        last = first + passes    # this stage covers passes first+1 .. last
-        if epoch >= last:
-            first = last
-            continue
-        for group in opt.param_groups:
-            group["lr"] = lr
-        for _ in range(last - epoch):
-            # ---- one pass: a fresh permutation per model, [M, N]
-            order = torch.argsort(torch.rand((M, N), generator=gen, device=device), dim=1)
-            total = torch.zeros(M, device=device)
-            for s in range(steps):
-                idx = order[:, s * batch_size:(s + 1) * batch_size]                      # [M, B]
-                x = torch.bernoulli(train_x[idx], generator=gen)                         # [M, B, D]
-                bound = objective(model.log_weights(x, k, gen), mask)                   # [M]
-                opt.zero_grad(set_to_none=True)
-                (-bound.sum()).backward()
-                opt.step()
-                total += bound.detach()
-            epoch += 1
-            history["epoch"].append(epoch)
-            history["stage"].append(stage)
-            history["lr"].append(lr)
-            history["train_bound"].append((total / steps).tolist())
-            history["seconds"] = elapsed + time.time() - t0
-            if ckpt is not None and (epoch == last or (checkpoint_every and epoch % checkpoint_every == 0)):
-                save()
-        if log:
-            mean_bound = sum(history["train_bound"][-1]) / M
-            log(f"{label} stage {stage + 1}/{len(schedule)} done: {epoch} passes, lr {lr:.2e}, "
-                f"train bound {mean_bound:.2f}, {history['seconds']:.0f}s")
-        first = last
+    ident = None
+    if checkpoint is not None:
+        settings = dict(k=k, iwae=history["iwae"], schedule=[list(s) for s in schedule], batch_size=batch_size,
+                        adam=asdict(adam), seed=seed, arch=asdict(model.arch), n_train=len(train_x))
+        ident = _train_identity(identity, settings)
+        history = _resume(checkpoint, ident, model, opt, gen, device) or history
+    stop = sum(p for p, _ in schedule) if max_passes is None else min(max_passes, sum(p for p, _ in schedule))
+    bar = Progress(sum(p for p, _ in schedule), label, unit="epoch", start=len(history["epoch"]),
+                   **({} if progress else dict(stream=io.StringIO(), interactive=False)))
+    if history["epoch"]:
+        bar.log(f"resumed from {checkpoint} after {len(history['epoch'])} passes")
+    with bar:
+        _run_schedule(model, opt, gen, train_x, k, mask, schedule, batch_size, history, stop, bar,
+                      lambda epoch, last: _maybe_save(checkpoint, ident, checkpoint_every, epoch, last,
+                                                      model, opt, gen, history))
+    if history["train_bound"]:
+        mean_bound = sum(history["train_bound"][-1]) / model.n_models
+        bar.log(f"{len(history['epoch'])} passes, final train bound {mean_bound:.2f} (mean of {model.n_models} "
+                f"models), {history['seconds']:.0f}s")
     return history
 
 
-# ---------------------------------------------------------------------------
-# Config of the chapter
-# ---------------------------------------------------------------------------
-
-DATASETS = ("digits", "mnist", "omniglot")
-
-
-@dataclass(frozen=True)
-class IWAEConfig(ProfileConfig):
-    """All knobs of the IWAE chapter; see ``python -m repro params iwae``."""
-
-    dataset: str = param("digits", "digits (scikit-learn 8x8, offline) | mnist | omniglot", choices=DATASETS)
-    data_root: str = param("data", "folder holding mnist/ and omniglot/ (paper profile)")
-    download: bool = param(False, "download MNIST / Omniglot if missing (needs internet)")
-    n_test: int = param(297, "digits only: test images held out by the fixed split", min=1, max=1796)
-    layers: tuple[int, ...] = param((1, 2), "stochastic-layer counts to train (paper: 1 and 2)", min=1, max=2)
-    ks: tuple[int, ...] = param((1, 5, 50), "numbers of importance samples k (Table 1 rows)", min=1)
-    n_seeds: int = param(3, "models per (layers, k, objective): seeds seed, seed+1, ...", min=1, max=32)
-    hidden_1l: int = param(64, "deterministic width of the 1-layer net (paper: 200)", min=1)
-    latent_1l: int = param(16, "latent units of the 1-layer net (paper: 50)", min=1)
-    hidden_2l: tuple[int, ...] = param((64, 32), "deterministic widths of the 2-layer net (paper: 200, 100)", min=1)
-    latent_2l: tuple[int, ...] = param((32, 16), "latent units of the 2-layer net (paper: 100, 50)", min=1)
-    batch_size: int = param(20, "minibatch size (paper: 20)", min=1)
-    lr: float = param(1e-3, "learning rate of stage 0 (paper: 1e-3)", min=0.0)
-    beta1: float = param(0.9, "Adam beta1", min=0.0, max=1.0)
-    beta2: float = param(0.999, "Adam beta2", min=0.0, max=1.0)
-    adam_eps: float = param(1e-4, "Adam epsilon (paper: 1e-4)", min=0.0)
-    n_stages: int = param(4, "stages i = 0..n-1 of 3^i passes at lr 10^(-i/7) (paper: 8, 3,280 passes)", min=1, max=8)
-    eval_k: int = param(5000, "k of the test log-likelihood estimate -L_k (paper: 5000)", min=1)
-    eval_chunk: int = param(100, "samples drawn at once when estimating bounds (memory bound)", min=1)
-    eval_batch: int = param(20, "test images per evaluation batch (memory bound)", min=1)
-    max_test: int = param(0, "evaluate on the first max_test test images only (0: all)", min=0)
-    bound_ks: tuple[int, ...] = param((1, 5, 50), "k of the L_k estimates checked for monotonicity", min=1)
-    bound_samples: int = param(500, "samples per L_k estimate of bound_ks (averaged groups of k)", min=1)
-    curve_ks: tuple[int, ...] = param((1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
-                                      "k of the L_k-versus-k curve of one fixed model", min=1)
-    curve_samples: int = param(1000, "samples per point of the L_k curve (at least k)", min=1)
-    active_threshold: float = param(1e-2, "a unit is active if A_u = Cov_x(E_q[u|x]) exceeds this", min=0.0)
-    active_samples: int = param(100, "samples of the layer below for E_q[h_l|x] of deeper layers", min=1)
-    continue_passes: int = param(13, "Table 2: extra passes with the other objective (paper: 3^8)", min=0)
-    continue_k: int = param(50, "Table 2: k of the IWAE objective when continuing (paper: 50)", min=2)
-    checkpoint_dir: str | None = param(None, "save each training group at stage ends here and resume from it")
-    checkpoint_every: int = param(0, "also save every this many passes within a stage (0: stage ends only)", min=0)
-    progress: bool = param(True, "print one line per finished stage")
-
-    PROFILES = {
-        "smoke": dict(layers=(1, 2), ks=(1, 5), n_seeds=2, hidden_1l=32, latent_1l=8, hidden_2l=(32, 16),
-                      latent_2l=(16, 8), batch_size=100, n_stages=2, eval_k=200, max_test=60,
-                      bound_ks=(1, 5, 50), bound_samples=100, curve_ks=(1, 5, 50, 200), curve_samples=200,
-                      continue_passes=1, continue_k=5, active_samples=20),
-        "book": {},
-        "paper": dict(dataset="mnist", layers=(1, 2), n_seeds=1, hidden_1l=200, latent_1l=50,
-                      hidden_2l=(200, 100), latent_2l=(100, 50), n_stages=8, eval_chunk=500, eval_batch=100,
-                      curve_samples=5000, continue_passes=3 ** 8, checkpoint_dir="checkpoints/iwae",
-                      checkpoint_every=27),
-    }
-
-    def check(self) -> None:
-        if len(self.hidden_2l) != 2 or len(self.latent_2l) != 2:
-            raise ConfigError("hidden_2l and latent_2l need two entries (one per stochastic layer)")
-        if len(set(self.ks)) != len(self.ks) or len(set(self.layers)) != len(self.layers):
-            raise ConfigError("ks and layers must not repeat")
-        if self.dataset == "digits" and self.batch_size > 1797 - self.n_test:
-            raise ConfigError("batch_size exceeds the digits training set")
-        if self.continue_passes > 0 and not (1 in self.layers and 1 in self.ks and self.continue_k in self.ks):
-            raise ConfigError("Table 2 (continue_passes > 0) continues the 1-layer models with k = 1 and "
-                              "k = continue_k: both must be in ks and 1 in layers (or set continue_passes=0)")
-
-    def architecture(self, n_layers: int, x_dim: int) -> Architecture:
-        if n_layers == 1:
-            return Architecture(x_dim, (self.hidden_1l,), (self.latent_1l,))
-        return Architecture(x_dim, tuple(self.hidden_2l), tuple(self.latent_2l))
-
-    @property
-    def schedule(self) -> list[tuple[int, float]]:
-        return paper_schedule(self.n_stages, self.lr)
-
-    @property
-    def total_passes(self) -> int:
-        return sum(p for p, _ in self.schedule)
-
-    @property
-    def adam(self) -> AdamSettings:
-        return AdamSettings(self.beta1, self.beta2, self.adam_eps)
-
-    @property
-    def seeds(self) -> list[int]:
-        return [self.seed + r for r in range(self.n_seeds)]
+def _objective_flags(iwae: Sequence[bool], n_models: int, device: torch.device) -> torch.Tensor:
+    """The per-model objective as a bool tensor [M] (True: IWAE), checked against the ensemble size."""
+    mask = torch.tensor(list(iwae), dtype=torch.bool, device=device)
+    if mask.numel() != n_models:
+        raise ValueError(f"need one objective flag per model ({n_models}), got {mask.numel()}")
+    return mask
 
 
-# ---------------------------------------------------------------------------
-# The chapter's experiments, returning plain data
-# ---------------------------------------------------------------------------
-
-TEST_BINARIZATION_SEED = 0   # one fixed binarised test set for every model and run
-
-
-def load_data(cfg: IWAEConfig):
-    """(ImageData on CPU, fixed-binarised test set [N_test, D]) for ``cfg``."""
-    from .data import fixed_binarize, load_images
-
-    kw = dict(n_test=cfg.n_test) if cfg.dataset == "digits" else {}
-    data = load_images(cfg.dataset, cfg.data_root, cfg.download, **kw)
-    test = fixed_binarize(data.test, TEST_BINARIZATION_SEED)
-    if cfg.max_test:
-        test = test[:cfg.max_test]
-    return data, test
+def _train_identity(identity: dict | None, settings: dict) -> dict:
+    """The caller's identity (experiment + config) with this call's training settings added."""
+    base = identity or make_identity("repro.vae.train")
+    extra = {key: v for key, v in base.items() if key not in ("experiment", "config")}
+    return make_identity(base["experiment"], base.get("config"), **extra, train=settings)
 
 
-def _printer(cfg: IWAEConfig) -> Callable[[str], None] | None:
-    return (lambda s: print(s, file=sys.stdout, flush=True)) if cfg.progress else None
+def _resume(path: str | Path, identity: dict, model: IWAE, opt: torch.optim.Optimizer, gen: torch.Generator,
+            device: torch.device) -> dict | None:
+    """Load model, Adam, random stream and history from ``path`` (None if there is no checkpoint yet)."""
+    state = load_checkpoint(path, identity, map_location=device)
+    if state is None:
+        return None
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"].cpu())
+    return state["history"]
 
 
-def ordered_within_error(estimates: Sequence[torch.Tensor], n_se: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Are per-data-point estimates [M, N] of L_{k_1}, L_{k_2}, ... (k increasing) non-decreasing?
+def _maybe_save(path: str | Path | None, identity: dict | None, every: int, epoch: int, last: int, model: IWAE,
+                opt: torch.optim.Optimizer, gen: torch.Generator, history: dict) -> None:
+    """Save the training state at a stage end (``epoch == last``) and every ``every`` passes."""
+    if path is not None and (epoch == last or (every and epoch % every == 0)):
+        save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "generator": gen.get_state(), "history": history}, identity)
 
-    For each consecutive pair the paired difference is averaged over the N
-    data points; its z-score is mean / standard error.  Returns (ok [M]: every
-    z > -n_se, i.e. no decrease beyond Monte Carlo error; the smallest z [M]).
+
+def _run_schedule(model: IWAE, opt: torch.optim.Optimizer, gen: torch.Generator, train_x: torch.Tensor, k: int,
+                  mask: torch.Tensor, schedule: Sequence[tuple[int, float]], batch_size: int, history: dict,
+                  stop: int, bar: Progress, after_pass: Callable[[int, int], None]) -> None:
+    """The stages of ``schedule`` from the pass the history has reached up to pass ``stop``."""
+    epoch = len(history["epoch"])   # passes already done (resume point)
+    elapsed, t0 = history["seconds"], time.time()
+    first = 0
+    for stage, (passes, lr) in enumerate(schedule):
+        last = first + passes    # this stage covers passes first+1 .. last
+        if epoch < last and epoch < stop:
+            for group in opt.param_groups:
+                group["lr"] = lr
+            while epoch < min(last, stop):
+                bound = _train_pass(model, opt, gen, train_x, k, mask, batch_size)      # [M]
+                epoch += 1
+                for key, v in (("epoch", epoch), ("stage", stage), ("lr", lr), ("train_bound", bound.tolist())):
+                    history[key].append(v)
+                history["seconds"] = elapsed + time.time() - t0
+                bar.update(epoch, stage=stage + 1, bound=float(bound.mean()))
+                after_pass(epoch, last)
+        first = last
+
+
+def _train_pass(model: IWAE, opt: torch.optim.Optimizer, gen: torch.Generator, train_x: torch.Tensor, k: int,
+                mask: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """One pass over the training set: a fresh permutation and dynamic binarisation per model.
+
+    Returns the mean training objective of each model over the pass, [M].
     """
-    if len(estimates) < 2:
-        m = estimates[0].shape[0]
-        return torch.ones(m, dtype=torch.bool), torch.full((m,), math.inf)
-    zs = []
-    for lo, hi in zip(estimates, estimates[1:]):
-        d = hi - lo                                                            # [M, N]
-        se = d.std(-1) / math.sqrt(d.shape[-1])
-        zs.append(d.mean(-1) / se.clamp_min(1e-12))
-    z = torch.stack(zs, -1).min(-1).values
-    return z > -n_se, z
-
-
-def evaluate(model: IWAE, x_test: torch.Tensor, cfg: IWAEConfig, seed: int, bounds: bool = True) -> dict:
-    """Test NLL (-L_eval_k), L_k for ``bound_ks`` and their ordering test (if ``bounds``), active units."""
-    device = next(model.parameters()).device
-    x = x_test.to(device)
-    g = torch.Generator(device=device).manual_seed(seed)
-    ll = estimate_bound(model, x, cfg.eval_k, 1, cfg.eval_chunk, cfg.eval_batch, g)               # [M, N]
-    ks = sorted(set(cfg.bound_ks) - {cfg.eval_k}) if bounds else []
-    points = [estimate_bound(model, x, k, max(1, cfg.bound_samples // k), cfg.eval_chunk, cfg.eval_batch, g)
-              for k in ks]
-    ok, z = ordered_within_error([p for k, p in zip(ks, points) if k < cfg.eval_k] + [ll]
-                                 + [p for k, p in zip(ks, points) if k > cfg.eval_k])
-    acts, counts = active_units(model, x, cfg.active_threshold, cfg.active_samples, g)
-    return {"nll": (-ll.mean(-1)).tolist(), "bounds": {k: p.mean(-1).tolist() for k, p in zip(ks, points)},
-            "ordered": ok.tolist(), "order_z": z.tolist(),
-            "activity": [a.tolist() for a in acts], "active": [c.tolist() for c in counts]}
-
-
-def train_group(cfg: IWAEConfig, data, x_test: torch.Tensor, n_layers: int, k: int,
-                device: torch.device) -> tuple[IWAE, list[dict], dict]:
-    """Train and evaluate all models of one (layers, k): VAE and IWAE (only one objective at k = 1) x seeds.
-
-    Returns (the ensemble, one record per model, the training history).  The
-    VAE and IWAE models of one seed start from the same weights.
-    """
-    objectives = ("VAE", "IWAE") if k > 1 else ("VAE",)
-    runs = [(obj, s) for obj in objectives for s in cfg.seeds]
-    model = IWAE(cfg.architecture(n_layers, data.dim), len(runs), seeds=[s for _, s in runs],
-                 x_mean=data.train.mean(0)).to(device)
-    ckpt = Path(cfg.checkpoint_dir) / f"{data.name}-L{n_layers}-k{k}.pt" if cfg.checkpoint_dir else None
-    hist = train(model, data.train, k, [obj == "IWAE" for obj, _ in runs], cfg.schedule, cfg.batch_size,
-                 cfg.adam, seed=1_000_003 * cfg.seed + 7919 * k + n_layers, checkpoint=ckpt,
-                 checkpoint_every=cfg.checkpoint_every, log=_printer(cfg),
-                 label=f"[{n_layers} layer{'s' if n_layers > 1 else ''}, k={k}]")
-    ev = evaluate(model, x_test, cfg, seed=cfg.seed + 101 * k + n_layers)
-    records = []
-    for m, (obj, s) in enumerate(runs):
-        records.append({"layers": n_layers, "k": k, "objective": obj, "seed": s, "nll": ev["nll"][m],
-                        "bounds": {kk: v[m] for kk, v in ev["bounds"].items()},
-                        "ordered": ev["ordered"][m], "order_z": ev["order_z"][m],
-                        "active": [c[m] for c in ev["active"]], "activity": [a[m] for a in ev["activity"]],
-                        "train_seconds": hist["seconds"] / len(runs)})
-    return model, records, hist
-
-
-def run_table1(cfg: IWAEConfig, data, x_test: torch.Tensor, device: torch.device) -> tuple[list[dict], dict]:
-    """Experiment 1: every (layers, k, objective, seed) of Table 1.
-
-    Returns (records, {(layers, k): (ensemble, [(objective, seed), ...], history)}).
-    """
-    records, models = [], {}
-    for n_layers in cfg.layers:
-        for k in cfg.ks:
-            model, recs, hist = train_group(cfg, data, x_test, n_layers, k, device)
-            records += recs
-            models[(n_layers, k)] = (model, [(r["objective"], r["seed"]) for r in recs], hist)
-    return records, models
-
-
-def bound_curve(model: IWAE, x_test: torch.Tensor, cfg: IWAEConfig, seed: int) -> dict:
-    """Experiment 2: L_k of fixed models for every k in ``curve_ks``.
-
-    Each point averages max(1, curve_samples // k) independent k-sample
-    estimates; returns per-model means and standard errors over test images.
-    """
-    device = next(model.parameters()).device
-    x = x_test.to(device)
-    g = torch.Generator(device=device).manual_seed(seed)
-    out = {"k": list(cfg.curve_ks), "mean": [], "sem": []}
-    for k in cfg.curve_ks:
-        b = estimate_bound(model, x, k, max(1, cfg.curve_samples // k), cfg.eval_chunk, cfg.eval_batch, g)  # [M, N]
-        out["mean"].append(b.mean(-1).tolist())
-        out["sem"].append((b.std(-1) / math.sqrt(b.shape[-1])).tolist())
-    return out
-
-
-def run_table2(cfg: IWAEConfig, models: dict, records: list[dict], data, x_test: torch.Tensor,
-               n_layers: int = 1) -> list[dict]:
-    """Experiment 4 (Table 2 in miniature): swap the objective of trained models and train on.
-
-    The VAE models (k = 1) continue with the IWAE objective at ``continue_k``
-    and the IWAE models (k = continue_k) with the VAE objective (k = 1), each
-    next to a control that continues with its own objective for the same
-    number of passes at the last stage's learning rate.  The "before" numbers
-    are the Table 1 ``records`` of the same models.
-    """
-    vae, vae_runs, _ = models[(n_layers, 1)]
-    iwae, iwae_runs, _ = models[(n_layers, cfg.continue_k)]
-    vae_idx = [i for i, (o, _) in enumerate(vae_runs) if o == "VAE"]
-    iwae_idx = [i for i, (o, _) in enumerate(iwae_runs) if o == "IWAE"]
-    seeds = [vae_runs[i][1] for i in vae_idx]
-    lr = cfg.schedule[-1][1]
-    rows = []
-    for k, tag in ((cfg.continue_k, "IWAE"), (1, "VAE")):
-        # one ensemble per k: [VAE models..., IWAE models...], all continued with objective `tag`
-        model = concat_models([vae.select(vae_idx), iwae.select(iwae_idx)])
-        flags = [tag == "IWAE"] * model.n_models
-        ckpt = (Path(cfg.checkpoint_dir) / f"{data.name}-L{n_layers}-continue-{tag}.pt"
-                if cfg.checkpoint_dir else None)
-        hist = train(model, data.train, k, flags, [(cfg.continue_passes, lr)], cfg.batch_size, cfg.adam,
-                     seed=1_000_003 * cfg.seed + 17 * k + 5, checkpoint=ckpt,
-                     checkpoint_every=cfg.checkpoint_every, log=_printer(cfg),
-                     label=f"[continue with {tag}]")
-        after = evaluate(model, x_test, cfg, seed=cfg.seed + 11, bounds=False)
-        n = len(seeds)
-        for j, start in enumerate(("VAE", "IWAE")):
-            for r, s in enumerate(seeds):
-                m = j * n + r
-                first_k = 1 if start == "VAE" else cfg.continue_k
-                (rec,) = [x for x in records if (x["layers"], x["k"], x["objective"], x["seed"])
-                          == (n_layers, first_k, start, s)]
-                rows.append({"first": start, "then": tag, "seed": s,
-                             "nll_before": rec["nll"], "nll_after": after["nll"][m],
-                             "active_before": rec["active"][0], "active_after": after["active"][0][m],
-                             "passes": cfg.continue_passes, "seconds": hist["seconds"] / model.n_models})
-    return rows
-
-
-def summarize(records: list[dict], key: str = "nll") -> dict:
-    """{(layers, k, objective): (mean, std over seeds, n)}; the k = 1 model counts for both objectives."""
-    groups: dict = {}
-    for r in records:
-        objs = ("VAE", "IWAE") if r["k"] == 1 else (r["objective"],)
-        for o in objs:
-            val = r[key] if key != "active" else sum(r["active"])
-            groups.setdefault((r["layers"], r["k"], o), []).append(val)
-    out = {}
-    for g, v in groups.items():
-        t = torch.tensor(v, dtype=torch.float64)
-        out[g] = (float(t.mean()), float(t.std()) if len(v) > 1 else 0.0, len(v))
-    return out
-
-
-# The paper's Table 1 (MNIST, test NLL in nats; active units) for the side-by-side.
-PAPER_TABLE1 = {
-    (1, 1, "VAE"): (86.76, "19"), (1, 1, "IWAE"): (86.76, "19"),
-    (1, 5, "VAE"): (86.47, "20"), (1, 5, "IWAE"): (85.54, "22"),
-    (1, 50, "VAE"): (86.35, "20"), (1, 50, "IWAE"): (84.78, "25"),
-    (2, 1, "VAE"): (85.33, "16+5"), (2, 1, "IWAE"): (85.33, "16+5"),
-    (2, 5, "VAE"): (85.01, "17+5"), (2, 5, "IWAE"): (83.89, "21+5"),
-    (2, 50, "VAE"): (84.78, "17+5"), (2, 50, "IWAE"): (82.90, "26+7"),
-}
-PAPER_TABLE2 = {("VAE", "IWAE"): (86.76, 84.88), ("IWAE", "VAE"): (84.78, 86.02)}
+    M, N = model.n_models, len(train_x)
+    steps = N // batch_size
+    order = torch.argsort(torch.rand((M, N), generator=gen, device=train_x.device), dim=1)   # [M, N]
+    total = torch.zeros(M, device=train_x.device)
+    for s in range(steps):
+        idx = order[:, s * batch_size:(s + 1) * batch_size]                      # [M, B]
+        x = torch.bernoulli(train_x[idx], generator=gen)                         # [M, B, D]
+        bound = objective(model.log_weights(x, k, gen), mask)                   # [M]
+        opt.zero_grad(set_to_none=True)
+        (-bound.sum()).backward()
+        opt.step()
+        total += bound.detach()
+    return total / steps
