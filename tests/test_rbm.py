@@ -230,10 +230,12 @@ def test_paper_profile_builds_and_runs_briefly(tmp_path):
     g = torch.Generator().manual_seed(0)
     imgs = torch.randint(0, 256, (120, 28, 28), generator=g, dtype=torch.uint8).numpy()
     labels = torch.randint(0, 10, (120,), generator=g, dtype=torch.uint8).numpy()
-    write_idx(tmp_path / "train-images-idx3-ubyte", imgs[:100])
-    write_idx(tmp_path / "train-labels-idx1-ubyte", labels[:100])
-    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", imgs[100:])
-    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[100:])
+    mnist = tmp_path / "mnist"  # data_root holds one folder per data set
+    mnist.mkdir()
+    write_idx(mnist / "train-images-idx3-ubyte", imgs[:100])
+    write_idx(mnist / "train-labels-idx1-ubyte", labels[:100])
+    write_idx(mnist / "t10k-images-idx3-ubyte.gz", imgs[100:])
+    write_idx(mnist / "t10k-labels-idx1-ubyte.gz", labels[100:])
     tiny = raise_config.RaiseConfig.for_profile(
         "paper", device="cpu", data_root=str(tmp_path), epochs=1, small_hidden=4, large_hidden=6,
         small_methods=("cd1",), large_methods=("cd3",), K_grid=(3,), large_K_grid=(3,), ais_chains=4, ais_reps=2,

@@ -39,8 +39,8 @@ class RaiseConfig(ProfileConfig):
     """All knobs of the RAISE chapter; see ``python -m repro params raise``."""
 
     dataset: str = param("digits", "binarised data: sklearn 8x8 digits or MNIST (paper)", choices=("digits", "mnist"))
-    data_root: str = param("data/mnist", "folder holding the MNIST IDX files (dataset=mnist)")
-    download: bool = param(False, "download MNIST into data_root if missing (needs internet)")
+    data_root: str = param("data", "folder holding one folder per data set: MNIST's IDX files in <data_root>/mnist")
+    download: bool = param(False, "download MNIST into <data_root>/mnist if missing (needs internet)")
     binarize: str = param("threshold", "intensities -> bits: threshold at 0.5, or one seeded Bernoulli draw",
                           choices=("threshold", "bernoulli"))
     small_hidden: int = param(20, "hidden units of the small RBMs (exact log Z by enumeration)", min=1,

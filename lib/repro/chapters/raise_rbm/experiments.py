@@ -49,18 +49,15 @@ def binarize(x: torch.Tensor, how: str, seed: int = 0) -> torch.Tensor:
     raise ConfigError(f"unknown binarisation {how!r}: threshold or bernoulli")
 
 
-def load_binary_data(dataset: str, root: str = "data/mnist", how: str = "threshold", seed: int = 0,
+def load_binary_data(dataset: str, data_root: str = "data", how: str = "threshold", seed: int = 0,
                      download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, test) binary float64 CPU tensors: ``digits`` (scikit-learn 8x8, the shared fixed split of
-    ``repro.data``) or ``mnist`` (the IDX files in ``root``)."""
+    ``repro.data``) or ``mnist`` (the IDX files in ``<data_root>/mnist``, as for every chapter)."""
     from repro import data as data_mod
 
-    if dataset == "digits":
-        d = data_mod.load_digits_binary()
-    elif dataset == "mnist":
-        d = data_mod.load_mnist(root, download=download)
-    else:
+    if dataset not in ("digits", "mnist"):
         raise ConfigError(f"unknown dataset {dataset!r}")
+    d = data_mod.load_images(dataset, data_root, download=download)
     return binarize(d.train, how, seed), binarize(d.test, how, seed + 1)
 
 
