@@ -170,13 +170,13 @@ def one_thread():
 
 
 def test_ppo_learns_cartpole(one_thread):
-    from repro.rl.trainer import RunSpec, Trainer, train
+    from repro.rl.trainer import RLRun, Trainer, train
 
     ppo = PPOSettings(lr=2.5e-3, anneal_lr=True, gammas=(0.99,), episodic=(True,), adv_coefs=(1.0,),
                       clip_coef=0.2, ent_coef=0.01, vf_coef=0.5, clip_value_loss=True)
-    spec = RunSpec(env="CartPole-v1", num_envs=8, num_steps=128, seed=0, hidden=64, ppo=ppo)
+    spec = RLRun(env="CartPole-v1", num_envs=8, num_steps=128, seed=0, hidden=64, ppo=ppo)
     trainer = Trainer(spec, torch.device("cpu"), num_updates=20)
-    hist = train(trainer, log_every=0)
+    hist = train(trainer, progress=False)
     trainer.close()
     first = np.nanmean([h["return_mean"] for h in hist[:2]])
     last = np.nanmean([h["return_mean"] for h in hist[-3:]])

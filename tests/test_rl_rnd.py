@@ -5,12 +5,20 @@ import numpy as np
 import pytest
 import torch
 
+import math
+import subprocess
+import sys
+
+from repro.chapters.rnd.config import CLAIMS, PAPER_MIN_SEEDS, RNDConfig
+from repro.chapters.rnd.experiments import (montezuma_probe, per_seed, rl_run, run_identity, run_method,
+                                            tail_return)
+from repro.checkpoint import CheckpointMismatch, load_checkpoint, make_identity, save_checkpoint
 from repro.config import ConfigError
 from repro.rl.envs import env_factory, info_array, make_vector_env, rooms_all_states, rooms_env
 from repro.rl.ppo import GridActorCritic
 from repro.rl.rnd import RND, RNDNetworks, intrinsic_reward, keep_fraction, predictor_loss
-from repro.rl.rnd_chapter import RNDConfig, montezuma_probe
-from repro.rl.trainer import Trainer, load_checkpoint, save_checkpoint, train
+from repro.rl.trainer import Trainer, train
+from repro.scorecard import FINDING, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Scorecard
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny ops: see conftest
@@ -95,6 +103,25 @@ def test_vector_env_seeding_is_reproducible(mode):
     assert len(np.unique(a)) > 3
 
 
+def test_config_module_imports_no_torch():
+    code = "import sys, repro.chapters.rnd.config; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_algorithm_modules_import_nothing_chapter_specific():
+    import ast
+    import importlib
+    import inspect
+
+    for mod in ("envs", "normalize", "ppo", "rnd", "storage", "trainer"):
+        tree = ast.parse(inspect.getsource(importlib.import_module(f"repro.rl.{mod}")))
+        imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not any("chapters" in m for m in imported), mod
+        bases = [ast.unparse(b) for n in ast.walk(tree) if isinstance(n, ast.ClassDef) for b in n.bases]
+        assert not any("ProfileConfig" in b for b in bases), mod
+    assert not hasattr(importlib.import_module("repro.rl.trainer"), "RunSpec")
+
+
 def test_config_validation():
     with pytest.raises(ConfigError):
         RNDConfig.for_profile("book", methods=("ppo", "bogus"))
@@ -102,54 +129,117 @@ def test_config_validation():
         RNDConfig.for_profile("book", num_envs=3, num_steps=3, minibatches=4)
     cfg = RNDConfig.for_profile("paper")
     assert cfg.num_envs == 128 and cfg.num_steps == 128 and cfg.num_updates == 30_000
-    s = cfg.spec("rnd", 0)
+    s = rl_run(cfg, "rnd", 0)
     assert s.ppo.gammas == (0.999, 0.99) and s.ppo.episodic == (True, False) and s.ppo.adv_coefs == (2.0, 1.0)
     assert s.rnd_proportion == 0.25 and s.rnd_channels == (-1,)
-    assert RNDConfig.for_profile("book").spec("rnd_episodic", 0).ppo.episodic == (True, True)
+    assert rl_run(RNDConfig.for_profile("book"), "rnd_episodic", 0).ppo.episodic == (True, True)
 
 
-def _small_spec(num_envs=4, **kw):
-    cfg = RNDConfig.for_profile("smoke", num_envs=num_envs, num_steps=16, total_steps=4 * 16 * 3,
-                                obs_norm_init_steps=8, **kw)
-    return cfg, cfg.spec("rnd", 3)
+def test_paper_profile_compares_ppo_and_rnd_over_seeds():
+    cfg = RNDConfig.for_profile("paper")
+    assert set(cfg.methods) == {"ppo", "rnd"} and cfg.n_seeds >= PAPER_MIN_SEEDS >= 2
+    claim = next(c for c in CLAIMS if c.id == "montezuma-return")
+    assert claim.rule.min_seeds == PAPER_MIN_SEEDS
 
 
-def test_checkpoint_resume_gives_the_same_next_update(tmp_path):
-    cfg, spec = _small_spec()
+def test_every_method_gets_the_same_random_walk():
+    """Fairness: PPO starts from the same displaced positions and step count as RND (same seed)."""
+    cfg = RNDConfig.for_profile("smoke", num_envs=4, random_walk_steps=20)
+    trainers = {m: Trainer(rl_run(cfg, m, 5), torch.device("cpu"), 1) for m in ("ppo", "rnd")}
+    for tr in trainers.values():
+        tr.random_walk()
+    ppo, rnd = trainers["ppo"], trainers["rnd"]
+    assert torch.equal(ppo.next_obs, rnd.next_obs)
+    assert ppo.global_step == rnd.global_step == 20 * 4
+    start = rooms_env(cfg.room_size, cfg.rooms_per_side).reset(seed=0)[0]
+    assert any(not np.array_equal(o, start) for o in ppo.next_obs.numpy())  # the walk moved the agents
+    assert rnd.rnd.obs_rms.count.item() > 20 * 4 - 1 and ppo.rnd is None
+    for tr in trainers.values():
+        tr.close()
+
+
+def _small_cfg(num_envs=4, **kw):
+    return RNDConfig.for_profile("smoke", num_envs=num_envs, num_steps=16, total_steps=num_envs * 16 * 3,
+                                 random_walk_steps=8, **kw)
+
+
+def test_checkpoint_resume_gives_the_same_result(tmp_path):
+    cfg = _small_cfg()
+    spec = rl_run(cfg, "rnd", 3)
     # uninterrupted: 3 updates
     full = Trainer(spec, torch.device("cpu"), cfg.num_updates)
-    train(full, log_every=0)
-    # interrupted after 2 updates, resumed in a fresh trainer for the 3rd
+    train(full, progress=False)
+    # interrupted after 2 updates (same identity: the 3-update run), resumed in a fresh trainer
     ckpt = tmp_path / "rnd.pt"
-    first = Trainer(spec, torch.device("cpu"), 2)
-    train(first, checkpoint=ckpt, checkpoint_every=2, log_every=0)
+    ident = full.identity()
+    first = Trainer(spec, torch.device("cpu"), cfg.num_updates)
+    first.random_walk()
+    for _ in range(2):
+        first.step()
+    save_checkpoint(ckpt, first.state_dict(), ident)
     first.close()
     torch.manual_seed(999)  # resuming must restore the RNG, whatever happened in between
     resumed = Trainer(spec, torch.device("cpu"), cfg.num_updates)
-    train(resumed, checkpoint=ckpt, log_every=0)
+    train(resumed, checkpoint=ckpt, progress=False)
     for (k, a), b in zip(full.net.state_dict().items(), resumed.net.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
     for a, b in zip(full.rnd.nets.state_dict().values(), resumed.rnd.nets.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     torch.testing.assert_close(full.rnd.obs_rms.mean, resumed.rnd.obs_rms.mean)
-    assert full.history[-1]["distinct_cells"] == resumed.history[-1]["distinct_cells"]
+    untimed = lambda h: [{k: v for k, v in r.items() if not k.startswith("sps")} for r in h]  # noqa: E731
+    np.testing.assert_equal(untimed(full.history), untimed(resumed.history))
     assert full.global_step == resumed.global_step and len(resumed.history) == 3
     full.close()
     resumed.close()
 
 
+def test_run_method_resumes_through_the_chapter_identity(tmp_path):
+    cfg = _small_cfg(checkpoint_every=1)
+    ckpt = tmp_path / "ppo-seed1.pt"
+    a = run_method(cfg, "ppo", 1, torch.device("cpu"), checkpoint=ckpt)       # writes after every update
+    b = run_method(cfg, "ppo", 1, torch.device("cpu"), checkpoint=ckpt)       # resumes at the end: same run
+    assert [h["distinct_cells"] for h in a["history"]] == [h["distinct_cells"] for h in b["history"]]
+    assert load_checkpoint(ckpt, run_identity(cfg, "ppo", 1))["update"] == cfg.num_updates
+
+
+def test_checkpoint_with_other_hyperparameters_raises(tmp_path):
+    cfg = _small_cfg(checkpoint_every=1)
+    ckpt = tmp_path / "rnd-seed0.pt"
+    run_method(cfg, "rnd", 0, torch.device("cpu"), checkpoint=ckpt)
+    other = _small_cfg(checkpoint_every=1, lr=5e-4)
+    with pytest.raises(CheckpointMismatch):
+        run_method(other, "rnd", 0, torch.device("cpu"), checkpoint=ckpt)
+    with pytest.raises(CheckpointMismatch):  # another method with the same file
+        run_method(cfg, "rnd_episodic", 0, torch.device("cpu"), checkpoint=ckpt)
+
+
 def test_save_load_roundtrip_without_env_pickle(tmp_path):
-    cfg, spec = _small_spec(num_envs=2, vector_mode="async")
+    cfg = _small_cfg(num_envs=2, vector_mode="async")
+    spec = rl_run(cfg, "rnd", 3)
     tr = Trainer(spec, torch.device("cpu"), 1)
-    train(tr, log_every=0)
-    path = save_checkpoint(tr, tmp_path / "a.pt")
+    train(tr, progress=False)
+    ident = make_identity("roundtrip", {"n": 1})
+    path = save_checkpoint(tmp_path / "a.pt", tr.state_dict(), ident)
     other = Trainer(spec, torch.device("cpu"), 1)
-    load_checkpoint(other, path)  # async envs are not pickled: fresh episodes, same learner state
+    other.load_state_dict(load_checkpoint(path, ident))  # async envs are not pickled: fresh episodes
     assert other.update == 1
     for a, b in zip(tr.net.parameters(), other.net.parameters()):
         assert torch.equal(a, b)
     tr.close()
     other.close()
+
+
+def test_paper_profile_construction_steps_both_methods():
+    """The paper profile's pipeline for every method it compares (preprocessing, paper nets) on tiny inputs."""
+    cfg = RNDConfig.for_profile("paper", num_envs=2, num_steps=8, total_steps=16, random_walk_steps=4,
+                                minibatches=2, progress_every_s=0.0, vector_mode="sync")
+    for method in cfg.methods:
+        tr = Trainer(rl_run(cfg, method, 0), torch.device("cpu"), cfg.num_updates)
+        tr.random_walk()
+        rec = tr.step()
+        tr.close()
+        assert all(math.isfinite(v) for k, v in rec.items() if isinstance(v, float) and k != "return_mean"), method
+        assert (tr.rnd is not None) == (method != "ppo")
 
 
 def test_montezuma_pipeline_two_envs_one_update():
@@ -164,6 +254,54 @@ def test_montezuma_pipeline_two_envs_one_update():
     env.close()
 
 
+def test_tail_return_is_episode_weighted_over_the_last_quarter():
+    h = [{"episodes": 1, "return_mean": 100.0}] * 6 + [{"episodes": 2, "return_mean": 1.0},
+                                                      {"episodes": 0, "return_mean": math.nan}]
+    assert tail_return(h) == pytest.approx(1.0)              # last 2 of 8 updates
+    h[-2] = {"episodes": 1, "return_mean": 3.0}
+    h[-3] = {"episodes": 3, "return_mean": 1.0}
+    assert tail_return(h, tail=0.375) == pytest.approx((3 + 3) / 4)
+    assert math.isnan(tail_return([{"episodes": 0, "return_mean": math.nan}]))
+    runs = [{"method": "ppo", "seed": s, "wall_s": 1.0, "global_step": 10,
+             "history": [{"episodes": 1, "return_mean": float(s), "successes": s, "distinct_cells": 10 + s,
+                          "distinct_rooms": 1}]} for s in (2, 0, 1)]
+    assert per_seed(runs, "ppo", "distinct_cells") == [10.0, 11.0, 12.0]
+    run = {"method": "rnd", "seed": 0, "wall_s": 1.0, "global_step": 10,
+           "history": [{"episodes": 0, "return_mean": math.nan, "successes": 0, "distinct_cells": c,
+                        "distinct_rooms": 1} for c in (10, 20, 30, 30)]}
+    assert per_seed([run], "rnd", "coverage") == [22.5]      # area under the coverage curve / updates
+    assert per_seed([run], "rnd", "distinct_cells") == [30.0]
+
+
+# synthetic per-seed values for each finding: (reproduced, inconclusive, not reproduced)
+_SYNTHETIC = {
+    "two": ({"a": [5.0, 5.1, 4.9], "b": [1.0, 1.1, 0.9]},
+            {"a": [3.0, 1.0, 2.0], "b": [1.0, 2.0, 1.5]},
+            {"a": [1.0, 1.1, 0.9], "b": [5.0, 5.1, 4.9]}),
+    "below0": ({"values": [-2.0, -2.5, -1.5]}, {"values": [-1.0, 0.5, -0.2]}, {"values": [0.2, 0.3, 0.1]}),
+    "above0": ({"values": [1.8, 3.0, 1.0]}, {"values": [-0.5, 1.0, 0.2]}, {"values": [-0.1, -0.2, -0.3]}),
+}
+
+
+@pytest.mark.parametrize("claim", [c for c in CLAIMS if c.kind == FINDING], ids=lambda c: c.id)
+def test_finding_rules_give_each_status(claim):
+    kind = {"Greater": "two", "Below": "below0", "Above": "above0"}[type(claim.rule).__name__]
+    n = claim.rule.min_seeds
+    for values, status in zip(_SYNTHETIC[kind], (REPRODUCED, INCONCLUSIVE, NOT_REPRODUCED)):
+        values = {k: v[:max(n, 3)] for k, v in values.items()}
+        sc = Scorecard("rnd", "book", CLAIMS)
+        assert sc.evaluate(claim.id, **values).status == status, (claim.id, values)
+    sc = Scorecard("rnd", "book", CLAIMS)  # one seed is never enough
+    one = {k: v[:1] for k, v in _SYNTHETIC[kind][0].items()}
+    assert sc.evaluate(claim.id, **one).status == INCONCLUSIVE
+
+
+def test_rnd_explores_margin_is_two_standard_errors():
+    sc = Scorecard("rnd", "book", CLAIMS)
+    row = sc.evaluate("rnd-explores", a=[300.0, 310.0, 320.0], b=[280.0, 300.0, 320.0])  # +10 within 2 s.e.
+    assert row.status == INCONCLUSIVE and "difference 10" in row.ours
+
+
 @pytest.mark.chapter
 def test_smoke_chapter(smoke_run):
     m = smoke_run("rnd").metrics
@@ -173,5 +311,9 @@ def test_smoke_chapter(smoke_run):
         assert nums[k] > 1  # every agent moved
     assert nums["book_sps"] > 0
     assert 0 < nums["bonus_ratio_max"] < 10 and nums["rare_frequent_min"] > 0
-    ids = {c["id"] for c in m["scorecard"]}
-    assert {"rnd-explores", "rnd-finds-reward", "bonus-consumed", "bonus-tracks-novelty", "montezuma-table1"} <= ids
+    rows = {c["id"]: c for c in m["scorecard"]}
+    assert set(rows) == {c.id for c in CLAIMS}
+    assert rows["montezuma-return"]["status"] == "not evaluated"
+    assert rows["montezuma-pipeline"]["status"] == "not evaluated"  # smoke skips the probe
+    assert rows["rnd-explores"]["n"] == 2  # smoke's two seeds are fed, so at most inconclusive
+    assert rows["rnd-explores"]["status"] != "reproduced"

@@ -8,8 +8,10 @@
 * :mod:`repro.rl.ppo` - GAE for several reward streams, PPO's loss and update,
   actor-critic networks;
 * :mod:`repro.rl.rnd` - Random Network Distillation (bonus, predictor loss, networks);
-* :mod:`repro.rl.trainer` - the training loop with checkpoint/resume and progress output;
-* :mod:`repro.rl.rnd_chapter` - the RND chapter's config and experiments.
+* :mod:`repro.rl.trainer` - the training loop with checkpoint/resume and progress output.
+
+The RND chapter's config, claims and experiments live in
+:mod:`repro.chapters.rnd`; nothing here imports from a chapter.
 
 Submodules are imported explicitly (``from repro.rl.ppo import gae``); importing
 this package imports nothing heavy.

@@ -40,6 +40,8 @@ from minigrid.core.mission import MissionSpace
 from minigrid.core.world_object import Goal
 from minigrid.minigrid_env import MiniGridEnv
 
+from ..seed import seed_env
+
 # ---------------------------------------------------------------------------
 # The rooms gridworld (minigrid)
 # ---------------------------------------------------------------------------
@@ -108,6 +110,7 @@ class RoomsEnv(MiniGridEnv):
         return obs, reward, terminated, truncated, {**info, **self.where()}
 
     def where(self) -> dict:
+        """The agent's cell id (y * W + x) and room id (row-major over rooms)."""
         x, y = self.agent_pos
         s = self.room_size + 1
         return {"cell": int(y * self.width + x), "room": int((y // s) * self.rooms_per_side + x // s)}
@@ -237,6 +240,7 @@ def atari_env(env_id: str = "ALE/MontezumaRevenge-v5", sticky: float = 0.25, max
 
 
 def cartpole_env() -> gym.Env:
+    """CartPole-v1, a quick sanity task for PPO."""
     return gym.make("CartPole-v1")
 
 
@@ -255,8 +259,9 @@ def make_vector_env(factory: Callable[[], gym.Env], num_envs: int, mode: str = "
                     seed: int | None = None) -> gym.vector.VectorEnv:
     """``num_envs`` copies of ``factory()`` in one vector env (``sync`` or ``async``), seeded.
 
-    Seeding: environment ``i`` is reset with ``seed + i``; the action and
-    observation spaces are seeded with ``seed``.  Autoreset is SAME_STEP.
+    Seeding (:func:`repro.seed.seed_env`): environment ``i`` is reset with
+    ``seed + i``; the action and observation spaces are seeded with ``seed``.
+    Autoreset is SAME_STEP.
     """
     fns = [factory] * num_envs
     if mode == "sync":
@@ -266,9 +271,7 @@ def make_vector_env(factory: Callable[[], gym.Env], num_envs: int, mode: str = "
     else:
         raise ValueError(f"vector mode must be sync or async, got {mode!r}")
     if seed is not None:
-        venv.action_space.seed(seed)
-        venv.observation_space.seed(seed)
-        venv.single_action_space.seed(seed)
+        seed_env(venv, seed)
     return venv
 
 

@@ -66,6 +66,7 @@ class RunningMeanStd:
 
     @property
     def std(self) -> torch.Tensor:
+        """sqrt(var), elementwise."""
         return self.var.sqrt()
 
     def normalize(self, x: torch.Tensor, clip: float | None = None, eps: float = 1e-8) -> torch.Tensor:
@@ -75,9 +76,11 @@ class RunningMeanStd:
         return y.clamp(-clip, clip) if clip is not None else y
 
     def state_dict(self) -> dict:
+        """Mean, variance and count (copies)."""
         return {"mean": self.mean.clone(), "var": self.var.clone(), "count": self.count.clone()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` on this normaliser's device and dtype."""
         self.mean = state["mean"].to(self.mean)
         self.var = state["var"].to(self.var)
         self.count = state["count"].to(self.count)
@@ -86,7 +89,8 @@ class RunningMeanStd:
 class RewardForwardFilter:
     """Per-env discounted sum of rewards, ``R_t = gamma * R_{t-1} + r_t``, never reset.
 
-    The RND paper scales intrinsic rewards by the running std of these returns.
+    The RND paper scales intrinsic rewards by the running std of these returns
+    (book: rnd-rew-norm).
     """
 
     def __init__(self, gamma: float, num_envs: int, device: torch.device | str = "cpu"):
@@ -106,7 +110,9 @@ class RewardForwardFilter:
         return out
 
     def state_dict(self) -> dict:
+        """The per-env running returns (a copy)."""
         return {"rewems": self.rewems.clone()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
         self.rewems = state["rewems"].to(self.rewems)

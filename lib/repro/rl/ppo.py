@@ -33,8 +33,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_v
     last_values [N, K] = V_k(s_T); gammas [K]; episodic [K] bool.
     Returns (advantages, returns), both [T, N, K], returns = advantages + values.
 
-    delta_t = r_t + gamma * (1 - d_t) V(s_{t+1}) - V(s_t)            (GAE eq. 10)
-    A_t     = delta_t + gamma * lambda * (1 - d_t) A_{t+1}            (GAE eq. 16, recursive form)
+    delta_t = r_t + gamma * (1 - d_t) V(s_{t+1}) - V(s_t)     (book: rnd-gae; GAE eq. 10)
+    A_t     = delta_t + gamma * lambda * (1 - d_t) A_{t+1}     (rnd-gae; GAE eq. 16, recursive form)
     where d_t is forced to 0 for non-episodic streams.
     """
     T = rewards.shape[0]
@@ -62,7 +62,7 @@ def ppo_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, entropy: torc
              clip_value_loss: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO's loss for a minibatch of B samples; value tensors are [B, K], the rest [B].
 
-    L^CLIP = E[min(r A, clip(r, 1-eps, 1+eps) A)]                     (PPO eq. 7)
+    L^CLIP = E[min(r A, clip(r, 1-eps, 1+eps) A)]              (book: rnd-ppo; PPO eq. 7)
     L^VF   = 1/2 sum_k E[max((V_k - R_k)^2, (V_old,k + clip(V_k - V_old,k, +-eps) - R_k)^2)]
     loss   = -L^CLIP + vf_coef L^VF - ent_coef H[pi]                    (PPO eq. 9)
     """
@@ -217,6 +217,7 @@ class PPOSettings:
 
     @property
     def n_streams(self) -> int:
+        """K, the number of reward streams (one discount each)."""
         return len(self.gammas)
 
     def lr_at(self, update: int, num_updates: int) -> float:
@@ -238,7 +239,7 @@ def ppo_update(net: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str
     B = batch["actions"].shape[0]
     mb = B // s.minibatches
     coefs = torch.tensor(s.adv_coefs, device=batch["advantages"].device)
-    combined = (batch["advantages"] * coefs).sum(-1)  # A = sum_k c_k A_k, [B]
+    combined = (batch["advantages"] * coefs).sum(-1)  # rnd-ppo: A = sum_k c_k A_k, [B]
     params = [p for g in optimizer.param_groups for p in g["params"]]
     totals: dict[str, torch.Tensor] = {}
     n = 0

@@ -4,7 +4,7 @@ A *target* network f, randomly initialised and frozen, maps an observation to
 a feature vector; a *predictor* f_hat is trained by regression to match it on
 the states the agent visits.  The exploration bonus is the prediction error
 
-    i_t = || f_hat(s_{t+1}) - f(s_{t+1}) ||^2                         (RND eq. 1)
+    i_t = || f_hat(s_{t+1}) - f(s_{t+1}) ||^2               (book: rnd-bonus; RND eq. 1)
 
 which is small on states like those already seen and large on new ones.  The
 target is a deterministic function of the state, so the error can be driven
@@ -35,12 +35,12 @@ from .ppo import layer_init
 
 
 def intrinsic_reward(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """i = ||f_hat(s) - f(s)||^2 over the feature axis: [B, D], [B, D] -> [B]   (RND eq. 1)."""
+    """i = ||f_hat(s) - f(s)||^2 over the feature axis: [B, D], [B, D] -> [B]   (rnd-bonus; RND eq. 1)."""
     return (pred - target).square().sum(-1)
 
 
 def predictor_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of the predictor, ||f_hat(s) - f(s)||^2 / D averaged over the batch."""
+    """Mean squared error of the predictor, ||f_hat(s) - f(s)||^2 / D averaged over the batch (rnd-loss)."""
     return (pred - target.detach()).square().mean()
 
 
@@ -107,7 +107,7 @@ class RND:
         self.proportion, self.obs_clip = proportion, obs_clip
 
     def whiten(self, obs: torch.Tensor) -> torch.Tensor:
-        """clip((s - mu) / sigma, -5, 5) with the running per-pixel statistics."""
+        """clip((s - mu) / sigma, -5, 5) with the running per-pixel statistics (rnd-obs-norm)."""
         return self.obs_rms.normalize(obs.float(), clip=self.obs_clip)
 
     @torch.no_grad()
@@ -125,8 +125,10 @@ class RND:
         return predictor_loss(pred, target)
 
     def state_dict(self) -> dict:
+        """Networks and observation statistics."""
         return {"nets": self.nets.state_dict(), "obs_rms": self.obs_rms.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
         self.nets.load_state_dict(state["nets"])
         self.obs_rms.load_state_dict(state["obs_rms"])

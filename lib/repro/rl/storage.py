@@ -14,6 +14,8 @@ import torch
 
 
 class RolloutStorage:
+    """One rollout's tensors [T, N, ...] on the device (see the module docstring)."""
+
     def __init__(self, num_steps: int, num_envs: int, obs_shape: tuple[int, ...], num_streams: int,
                  device: torch.device, obs_dtype: torch.dtype = torch.uint8,
                  rnd_obs_shape: tuple[int, ...] | None = None):

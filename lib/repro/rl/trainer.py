@@ -5,26 +5,33 @@ actor-critic, the optional :class:`~repro.rl.rnd.RND` bonus, the optimiser,
 the normalisers, the preallocated rollout storage, the visit counts and the
 history.  Its phases are explicit methods:
 
-1. :meth:`Trainer.init_obs_norm` - a random agent initialises the RND observation statistics;
+1. :meth:`Trainer.random_walk` - a uniformly random agent steps every env
+   (for every method, so all agents start from the same displaced positions);
+   with RND its observations initialise the observation statistics
+   {eq}`rnd-obs-norm`;
 2. :meth:`Trainer.collect` - T steps of N envs into the storage;
-3. :meth:`Trainer.learn` - intrinsic rewards, GAE per stream, PPO epochs.
+3. :meth:`Trainer.learn` - intrinsic rewards {eq}`rnd-bonus` normalised by
+   {eq}`rnd-rew-norm`, GAE per stream {eq}`rnd-gae`, PPO epochs {eq}`rnd-ppo`.
 
-:func:`train` runs updates until ``num_updates``, prints progress, saves a
-checkpoint every ``checkpoint_every`` updates and resumes from one if it
-exists.  The state saved is the whole training state (networks, optimiser,
-normalisers, reward filter, step counters, the current observations, the RNG
-states, the history and, for synchronous vector envs, the environments
-themselves), so a resumed run continues with exactly the update an
-uninterrupted one would have made.
+:func:`train` runs updates until ``num_updates``, reports through
+:class:`repro.progress.Progress`, saves a checkpoint every
+``checkpoint_every`` updates with :func:`repro.checkpoint.save_checkpoint` and
+resumes from one if it exists (a checkpoint written by another run raises
+:class:`repro.checkpoint.CheckpointMismatch`).  The state saved is the whole
+training state (networks, optimiser, normalisers, reward filter, step
+counters, the current observations, the RNG states, the history and, for
+synchronous vector envs, the environments themselves), so a resumed run
+continues with exactly the update an uninterrupted one would have made.
+
+The visit counts (``info["cell"]``, ``info["room"]``) are gridworld/Montezuma
+bookkeeping for the chapters' exploration measures.
 """
 from __future__ import annotations
 
-import io
+import dataclasses
 import math
-import os
 import pickle
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +40,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..checkpoint import load_checkpoint, make_identity, save_checkpoint
+from ..progress import Progress
+from ..seed import seed_env, seed_everything
 from .envs import env_factory, info_array, make_vector_env
 from .normalize import RewardForwardFilter, RunningMeanStd
 from .ppo import AtariActorCritic, GridActorCritic, MLPActorCritic, PPOSettings, act, gae, ppo_update
@@ -41,11 +51,14 @@ from .storage import RolloutStorage
 
 
 @dataclass(frozen=True)
-class RunSpec:
+class RLRun:
     """What one training run is: task, scale, networks and bonus.
 
-    ``streams``: ``("ext",)`` for plain PPO, ``("ext", "int")`` with RND.  The
-    PPO settings give each stream's discount, episodic flag and advantage weight.
+    ``ppo.gammas`` has one entry per reward stream: ``("ext",)`` for plain PPO,
+    ``("ext", "int")`` with RND.  The PPO settings give each stream's discount,
+    episodic flag and advantage weight.  ``random_walk_steps`` random-agent
+    steps per env precede training whatever the method (RND initialises its
+    observation statistics from them; the visits are not counted).
     """
 
     env: str = "rooms"
@@ -63,50 +76,66 @@ class RunSpec:
     rnd_hidden: int = 256
     rnd_proportion: float = 0.25
     rnd_channels: tuple[int, ...] | None = None  # channels RND sees (Atari: the last frame; None: all)
-    obs_norm_init_steps: int = 0   # random-agent steps per env to initialise the RND obs statistics
+    random_walk_steps: int = 0     # random-agent steps per env before training (all methods)
     clip_ext_reward: bool = False
 
 
 class Trainer:
-    def __init__(self, spec: RunSpec, device: torch.device, num_updates: int):
-        self.spec, self.device, self.num_updates = spec, device, num_updates
-        if spec.use_rnd != (spec.ppo.n_streams == 2):
+    """PPO with K reward streams (and RND's bonus when ``run.use_rnd``) on a vector env.
+
+    ``Trainer(run, device, num_updates)`` seeds python/numpy/torch and the envs
+    with ``run.seed`` and builds everything; :func:`train` drives it (or call
+    :meth:`random_walk` once, then :meth:`step` per update).  ``history`` holds
+    one plain dict per update (losses, episode returns, visit counts, steps/s).
+    """
+
+    def __init__(self, run: RLRun, device: torch.device, num_updates: int):
+        self.spec, self.device, self.num_updates = run, device, num_updates
+        if run.use_rnd != (run.ppo.n_streams == 2):
             raise ValueError("RND needs exactly two reward streams (ext, int); plain PPO one")
-        _seed_all(spec.seed)
-        self.envs = make_vector_env(env_factory(spec.env, **dict(spec.env_kwargs)), spec.num_envs,
-                                    spec.vector_mode, spec.seed)
-        obs, info = self.envs.reset(seed=spec.seed)
-        obs_space, n_actions = self.envs.single_observation_space, int(self.envs.single_action_space.n)
+        seed_everything(run.seed)
+        self.envs = make_vector_env(env_factory(run.env, **dict(run.env_kwargs)), run.num_envs,
+                                    run.vector_mode, run.seed)
+        obs, info = self.envs.reset(seed=run.seed)
+        obs_space = self.envs.single_observation_space
         self.obs_shape = tuple(obs_space.shape)
         self.obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
         self.next_obs = torch.as_tensor(obs, device=device)
-        K = spec.ppo.n_streams
-        if spec.net == "atari":
-            self.net = AtariActorCritic(n_actions, K, frames=self.obs_shape[0]).to(device)
-        elif spec.net == "grid":
-            self.net = GridActorCritic(self.obs_shape, n_actions, K, spec.hidden).to(device)
-        else:
-            self.net = MLPActorCritic(self.obs_shape, n_actions, K, spec.hidden, spec.obs_scale).to(device)
-        params = list(self.net.parameters())
-        self.rnd_shape = self.obs_shape if spec.rnd_channels is None else \
-            (len(spec.rnd_channels), *self.obs_shape[1:])
-        self.rnd = None
-        if spec.use_rnd:
-            self.rnd = RND(self.rnd_shape, device, spec.rnd_net, spec.rnd_hidden, spec.rnd_proportion)
-            params += list(self.rnd.nets.predictor.parameters())
-            self.int_rms = RunningMeanStd((), device)
-            self.int_filter = RewardForwardFilter(spec.ppo.gammas[1], spec.num_envs, device)
-        self.optimizer = torch.optim.Adam(params, lr=spec.ppo.lr, eps=1e-5)
-        self.storage = RolloutStorage(spec.num_steps, spec.num_envs, self.obs_shape, K, device,
-                                      self.obs_dtype, self.rnd_shape if spec.use_rnd else None)
+        self._build_learner(int(self.envs.single_action_space.n))
         self.update = 0
         self.global_step = 0
-        self.ep_return = np.zeros(spec.num_envs)
-        self.ep_length = np.zeros(spec.num_envs, np.int64)
+        self.ep_return = np.zeros(run.num_envs)
+        self.ep_length = np.zeros(run.num_envs, np.int64)
         self.cell_counts = np.zeros(0, np.int64)
         self.room_counts = np.zeros(0, np.int64)
         self._count(info)
         self.history: list[dict] = []
+
+    def _build_learner(self, n_actions: int) -> None:
+        """Actor-critic, RND (bonus, reward normaliser), optimiser and rollout storage."""
+        run, device, K = self.spec, self.device, self.spec.ppo.n_streams
+        if run.net == "atari":
+            self.net = AtariActorCritic(n_actions, K, frames=self.obs_shape[0]).to(device)
+        elif run.net == "grid":
+            self.net = GridActorCritic(self.obs_shape, n_actions, K, run.hidden).to(device)
+        else:
+            self.net = MLPActorCritic(self.obs_shape, n_actions, K, run.hidden, run.obs_scale).to(device)
+        params = list(self.net.parameters())
+        self.rnd_shape = self.obs_shape if run.rnd_channels is None else \
+            (len(run.rnd_channels), *self.obs_shape[1:])
+        self.rnd = None
+        if run.use_rnd:
+            self.rnd = RND(self.rnd_shape, device, run.rnd_net, run.rnd_hidden, run.rnd_proportion)
+            params += list(self.rnd.nets.predictor.parameters())
+            self.int_rms = RunningMeanStd((), device)
+            self.int_filter = RewardForwardFilter(run.ppo.gammas[1], run.num_envs, device)
+        self.optimizer = torch.optim.Adam(params, lr=run.ppo.lr, eps=1e-5)
+        self.storage = RolloutStorage(run.num_steps, run.num_envs, self.obs_shape, K, device,
+                                      self.obs_dtype, self.rnd_shape if run.use_rnd else None)
+
+    def identity(self, experiment: str = "rl") -> dict:
+        """The checkpoint identity of this run: ``experiment``, the :class:`RLRun` and ``num_updates``."""
+        return make_identity(experiment, dataclasses.asdict(self.spec), num_updates=self.num_updates)
 
     # -- bookkeeping ---------------------------------------------------------
 
@@ -129,17 +158,26 @@ class Trainer:
         c = self.spec.rnd_channels
         return obs if c is None else obs[:, list(c)]
 
-    # -- phase 1: observation statistics from a random agent -----------------
+    # -- phase 1: a random walk (and RND's observation statistics) -----------
 
-    def init_obs_norm(self) -> None:
-        """Step a uniformly random agent ``obs_norm_init_steps`` steps per env; feed the RND normaliser."""
-        if self.rnd is None or self.spec.obs_norm_init_steps == 0:
+    def random_walk(self) -> None:
+        """Step a uniformly random agent ``random_walk_steps`` steps per env, for every method.
+
+        The steps count as experience (``global_step``) but not as visits.
+        With RND the observations initialise the normaliser of
+        {eq}`rnd-obs-norm` (as in the paper); without RND the walk only moves
+        the agents, so PPO starts from the same displaced positions and
+        episode clocks as the RND agents with the same seed.
+        """
+        if self.spec.random_walk_steps == 0:
             return
         buf = []
-        for _ in range(self.spec.obs_norm_init_steps):
+        for _ in range(self.spec.random_walk_steps):
             obs, _, _, _, info = self.envs.step(self.envs.action_space.sample())
+            self.global_step += self.spec.num_envs
+            if self.rnd is None:
+                continue
             buf.append(torch.as_tensor(obs, device=self.device))
-            self.global_step += self.spec.num_envs  # counted as experience, not as visits
             if len(buf) == self.spec.num_steps:
                 self.rnd.obs_rms.update(self.rnd_view(torch.cat(buf)).float())
                 buf = []
@@ -153,7 +191,7 @@ class Trainer:
 
     @torch.no_grad()
     def collect(self) -> dict:
-        """T steps of all envs; returns the episodes that finished (returns, lengths)."""
+        """T steps of all envs into the storage; returns the episodes that finished (returns, lengths)."""
         st, T = self.storage, self.spec.num_steps
         returns, lengths = [], []
         for t in range(T):
@@ -162,13 +200,7 @@ class Trainer:
             st.actions[t], st.logprobs[t], st.values[t] = a, logp, v
             obs, r, term, trunc, info = self.envs.step(a.cpu().numpy())
             done = np.logical_or(term, trunc)
-            self.ep_return += r
-            self.ep_length += 1
-            if done.any():
-                returns += self.ep_return[done].tolist()
-                lengths += self.ep_length[done].tolist()
-                self.ep_return[done] = 0
-                self.ep_length[done] = 0
+            self._episode_ends(r, done, returns, lengths)
             r = np.clip(r, -1, 1) if self.spec.clip_ext_reward else r
             st.rewards[t, :, 0] = torch.as_tensor(r, device=self.device, dtype=torch.float32)
             st.dones[t] = torch.as_tensor(done, device=self.device, dtype=torch.float32)
@@ -179,23 +211,37 @@ class Trainer:
         self.global_step += T * self.spec.num_envs
         return {"returns": returns, "lengths": lengths}
 
+    def _episode_ends(self, r: np.ndarray, done: np.ndarray, returns: list, lengths: list) -> None:
+        """Accumulate the (unclipped) episodic extrinsic return; move finished episodes to the lists."""
+        self.ep_return += r
+        self.ep_length += 1
+        if done.any():
+            returns += self.ep_return[done].tolist()
+            lengths += self.ep_length[done].tolist()
+            self.ep_return[done] = 0
+            self.ep_length[done] = 0
+
     # -- phase 3: bonus, advantages, PPO -------------------------------------
 
+    def intrinsic_rewards(self) -> dict:
+        """Fill the storage's intrinsic stream with i_t {eq}`rnd-bonus` / std of the intrinsic return {eq}`rnd-rew-norm`."""
+        st = self.storage
+        T, N = st.T, st.N
+        flat_next = st.next_obs.reshape(T * N, *self.rnd_shape)
+        i_raw = self.rnd.bonus(flat_next).reshape(T, N)
+        # rnd-rew-norm: divide by the running std of the discounted intrinsic return (the forward filter)
+        self.int_rms.update(self.int_filter.run(i_raw).reshape(-1))
+        st.rewards[:, :, 1] = i_raw / self.int_rms.std.float()
+        self.rnd.obs_rms.update(flat_next.float())  # rnd-obs-norm: the statistics keep tracking the visits
+        return {"int_reward_raw": i_raw.mean(), "int_reward": st.rewards[:, :, 1].mean()}
+
     def learn(self) -> dict:
+        """Bonus (with RND), GAE per stream, then PPO epochs with the predictor's loss on the same minibatches."""
         st, s = self.storage, self.spec.ppo
-        stats: dict = {}
-        if self.rnd is not None:
-            T, N = st.T, st.N
-            flat_next = st.next_obs.reshape(T * N, *self.rnd_shape)
-            i_raw = self.rnd.bonus(flat_next).reshape(T, N)
-            # divide by the running std of the discounted intrinsic return (the forward filter)
-            self.int_rms.update(self.int_filter.run(i_raw).reshape(-1))
-            st.rewards[:, :, 1] = i_raw / self.int_rms.std.float()
-            self.rnd.obs_rms.update(flat_next.float())
-            stats["int_reward_raw"] = i_raw.mean()
-            stats["int_reward"] = st.rewards[:, :, 1].mean()
+        stats: dict = self.intrinsic_rewards() if self.rnd is not None else {}
         with torch.no_grad():
             _, last_v = self.net(self.next_obs)
+        # rnd-gae: one GAE per stream, episode ends cut only the episodic ones
         adv, ret = gae(st.rewards, st.values, st.dones, last_v,
                        torch.tensor(s.gammas, device=self.device), s.gae_lambda,
                        torch.tensor(s.episodic, device=self.device))
@@ -204,8 +250,8 @@ class Trainer:
             g["lr"] = s.lr_at(self.update + 1, self.num_updates)
         aux = None
         if self.rnd is not None:
-            aux = lambda idx: self.rnd.loss(batch["next_obs"][idx])  # noqa: E731
-        stats.update(ppo_update(self.net, self.optimizer, batch, s, aux))
+            aux = lambda idx: self.rnd.loss(batch["next_obs"][idx])  # noqa: E731  (rnd-loss)
+        stats.update(ppo_update(self.net, self.optimizer, batch, s, aux))  # rnd-ppo
         return {k: float(v) for k, v in stats.items()}
 
     def step(self) -> dict:
@@ -233,6 +279,7 @@ class Trainer:
     # -- checkpoint ----------------------------------------------------------
 
     def state_dict(self) -> dict:
+        """The whole training state (see the module docstring)."""
         state = {
             "update": self.update, "global_step": self.global_step,
             "net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -249,6 +296,7 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; envs that could not be pickled start fresh episodes."""
         self.update, self.global_step = state["update"], state["global_step"]
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -264,13 +312,16 @@ class Trainer:
             self.envs = pickle.loads(state["envs"])
             self.next_obs = state["next_obs"].to(self.device)
         else:  # envs that cannot be pickled (subprocesses, emulators) start fresh episodes
-            obs, _ = self.envs.reset(seed=self.spec.seed + 7919 * self.update)
+            seed = self.spec.seed + 7919 * self.update
+            seed_env(self.envs, seed)
+            obs, _ = self.envs.reset(seed=seed)
             self.next_obs = torch.as_tensor(obs, device=self.device)
             self.ep_return[:] = 0
             self.ep_length[:] = 0
         set_rng_state(state["rng"])
 
     def close(self) -> None:
+        """Close the environments (subprocesses, emulators)."""
         self.envs.close()
 
 
@@ -279,18 +330,14 @@ class Trainer:
 # ---------------------------------------------------------------------------
 
 
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def rng_state() -> dict:
+    """The global python / numpy / torch (and CUDA) RNG states, for a checkpoint."""
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore :func:`rng_state`."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -308,52 +355,43 @@ def env_state(envs) -> bytes | None:
         return None
 
 
-def save_checkpoint(trainer: Trainer, path: str | Path) -> Path:
-    """Write the whole training state atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(trainer.state_dict(), buf)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-    return path
-
-
-def load_checkpoint(trainer: Trainer, path: str | Path) -> None:
-    # load on the CPU (RNG states must stay CPU tensors); load_state_dict moves the rest to the device
-    trainer.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
-
-
 # ---------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------
 
 
 def train(trainer: Trainer, checkpoint: str | Path | None = None, checkpoint_every: int = 0,
-          log_every: int = 10, on_update: Callable[[Trainer, dict], None] | None = None,
-          label: str = "", stream=sys.stdout) -> list[dict]:
+          identity: dict | None = None, on_update: Callable[[Trainer, dict], None] | None = None,
+          label: str = "rl", progress: bool = True, progress_every_s: float = 15.0) -> list[dict]:
     """Run updates until ``trainer.num_updates``; return the history (one dict per update).
 
-    If ``checkpoint`` exists the run resumes from it; otherwise the RND
-    observation statistics are initialised first.  ``on_update(trainer, record)``
-    is called after every update (e.g. to snapshot intrinsic-reward maps).
+    If ``checkpoint`` exists the run resumes from it (its identity must equal
+    ``identity``, by default :meth:`Trainer.identity`, else
+    :class:`~repro.checkpoint.CheckpointMismatch`); otherwise the random walk
+    runs first.  Every ``checkpoint_every`` updates the state is saved there.
+    ``on_update(trainer, record)`` is called after every update (e.g. to
+    snapshot intrinsic-reward maps).  With ``progress`` a
+    :class:`~repro.progress.Progress` reports the updates.
     """
-    if checkpoint is not None and Path(checkpoint).exists():
-        load_checkpoint(trainer, checkpoint)
-        print(f"[{label}] resumed from {checkpoint} at update {trainer.update}", file=stream, flush=True)
+    identity = identity if identity is not None else trainer.identity()
+    state = load_checkpoint(checkpoint, identity) if checkpoint is not None else None
+    if state is not None:
+        trainer.load_state_dict(state)
     elif trainer.update == 0:
-        trainer.init_obs_norm()
-    t0, step0 = time.perf_counter(), trainer.global_step
+        trainer.random_walk()
+    bar = Progress(trainer.num_updates, label, unit="update", every_s=progress_every_s,
+                   start=trainer.update) if progress else None
+    if bar is not None and state is not None:
+        bar.log(f"resumed from {checkpoint} at update {trainer.update}")
     while trainer.update < trainer.num_updates:
         rec = trainer.step()
         if on_update is not None:
             on_update(trainer, rec)
         if checkpoint is not None and checkpoint_every and trainer.update % checkpoint_every == 0:
-            save_checkpoint(trainer, checkpoint)
-        if log_every and (trainer.update % log_every == 0 or trainer.update == trainer.num_updates):
-            sps = (trainer.global_step - step0) / (time.perf_counter() - t0)
-            print(f"[{label}] update {trainer.update}/{trainer.num_updates} steps {trainer.global_step} "
-                  f"sps {sps:.0f} return {rec['return_mean']:.3f} cells {rec['distinct_cells']} "
-                  f"rooms {rec['distinct_rooms']}", file=stream, flush=True)
+            save_checkpoint(checkpoint, trainer.state_dict(), identity)
+        if bar is not None:
+            bar.update(trainer.update, steps=trainer.global_step, ret=rec["return_mean"],
+                       cells=rec["distinct_cells"], rooms=rec["distinct_rooms"])
+    if bar is not None:
+        bar.close()
     return trainer.history
