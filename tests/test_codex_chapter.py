@@ -109,7 +109,7 @@ def test_one_model_is_never_enough():
 
 def _tiny_training(tmp_path, **kw):
     from repro.codex import model as codex_model, tasks
-    tok = codex_model.Tokenizer.for_tasks()
+    tok = codex_model.Tokeniser.for_tasks()
     split = tasks.make_split(3, 2, 2, seed=0)
     data = codex_model.build_training_data(tok, split.train, 200, 0, torch.device("cpu"))
     args = dict(steps=12, batch=8, lr=5e-3, d=16, n_layer=1, n_head=2, seed=3, device=torch.device("cpu"),

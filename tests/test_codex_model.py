@@ -52,8 +52,8 @@ def test_held_out_compositions_are_never_trained_on():
     assert {p["n_ops"] for p in split.eval} == {1, 2, 3, 4}
 
 
-def test_tokenizer_round_trip_without_unknowns():
-    tok = M.Tokenizer.for_tasks()
+def test_tokeniser_round_trip_without_unknowns():
+    tok = M.Tokeniser.for_tasks()
     rng = random.Random(0)
     for comp in rng.sample(tasks.all_compositions(4), 200):
         p, c = tasks.training_text(comp, rng)
@@ -88,7 +88,7 @@ def test_top_p_filter_matches_reference():
 
 
 def _tiny_model(seed=0):
-    tok = M.Tokenizer.for_tasks()
+    tok = M.Tokeniser.for_tasks()
     torch.manual_seed(seed)
     return tok, M.TinyGPT(len(tok), d=16, n_layer=2, n_head=2, max_len=200).eval()
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from repro.data import (dataset_folder, dynamic_binarize, fixed_binarize, load_digits, load_images, load_mnist,
+from repro.data import (dataset_folder, dynamic_binarise, fixed_binarise, load_digits, load_images, load_mnist,
                         load_omniglot, read_idx, write_idx)
 
 
@@ -103,13 +103,13 @@ def test_binarisation():
     x[:, 0] = 0.0
     x[:, 1] = 1.0
     g = torch.Generator().manual_seed(0)
-    b1, b2 = dynamic_binarize(x, g), dynamic_binarize(x, g)
+    b1, b2 = dynamic_binarise(x, g), dynamic_binarise(x, g)
     assert set(b1.unique().tolist()) <= {0.0, 1.0}
     assert not torch.equal(b1, b2)                        # redrawn every time
     assert (b1[:, 0] == 0).all() and (b1[:, 1] == 1).all()
     assert abs(float(b1[:, 2:].mean()) - 0.3) < 0.01      # ~ Bernoulli(intensity); sd of this mean ~0.003
-    assert torch.equal(fixed_binarize(x, 5), fixed_binarize(x, 5))
-    assert not torch.equal(fixed_binarize(x, 5), fixed_binarize(x, 6))
+    assert torch.equal(fixed_binarise(x, 5), fixed_binarise(x, 5))
+    assert not torch.equal(fixed_binarise(x, 5), fixed_binarise(x, 6))
 
 
 def test_subset_and_to():
@@ -121,8 +121,8 @@ def test_subset_and_to():
 def test_digits_are_intensities_not_bits():
     d = load_digits()
     frac = d.train[(d.train > 0) & (d.train < 1)]
-    assert frac.numel() > 1000          # grey levels pixel / 16: binarise with dynamic/fixed_binarize
-    assert set(fixed_binarize(d.train).unique().tolist()) == {0.0, 1.0}
+    assert frac.numel() > 1000          # grey levels pixel / 16: binarise with dynamic/fixed_binarise
+    assert set(fixed_binarise(d.train).unique().tolist()) == {0.0, 1.0}
 
 
 def test_data_root_holds_one_folder_per_dataset(tmp_path):

@@ -240,7 +240,7 @@ def test_paper_profile_builds_and_runs_briefly(tmp_path):
         "paper", device="cpu", data_root=str(tmp_path), epochs=1, small_hidden=4, large_hidden=6,
         small_methods=("cd1",), large_methods=("cd3",), K_grid=(3,), large_K_grid=(3,), ais_chains=4, ais_reps=2,
         raise_reps=2, bias_reps=5)
-    train, test = raise_ex.load_binary_data(tiny.dataset, tiny.data_root, tiny.binarize)
+    train, test = raise_ex.load_binary_data(tiny.dataset, tiny.data_root, tiny.binarise)
     assert train.shape == (100, 784) and test.shape == (20, 784)
     assert set(train.unique().tolist()) <= {0.0, 1.0}
     out = raise_ex.run_experiments(tiny, log=lambda *a: None)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from repro.rl.normalize import RewardForwardFilter, RunningMeanStd, merge_moments
+from repro.rl.normalise import RewardForwardFilter, RunningMeanStd, merge_moments
 from repro.rl.ppo import PPOSettings, gae, ppo_loss
 
 
@@ -113,13 +113,13 @@ def test_running_mean_std_stable_at_huge_counts():
     assert var.item() == pytest.approx(exact_var, rel=1e-9)
 
 
-def test_normalize_clips_and_whitens():
+def test_normalise_clips_and_whitens():
     rms = RunningMeanStd((2,))
     x = torch.randn(1000, 2) * 3 + 7
     rms.update(x)
-    y = rms.normalize(x)
+    y = rms.normalise(x)
     assert y.mean(0).abs().max() < 1e-2 and (y.std(0) - 1).abs().max() < 1e-2
-    assert rms.normalize(torch.full((1, 2), 1e6), clip=5.0).max().item() == 5.0
+    assert rms.normalise(torch.full((1, 2), 1e6), clip=5.0).max().item() == 5.0
 
 
 def test_reward_forward_filter_is_discounted_sum_across_calls():

@@ -113,7 +113,7 @@ def test_algorithm_modules_import_nothing_chapter_specific():
     import importlib
     import inspect
 
-    for mod in ("envs", "normalize", "ppo", "rnd", "storage", "trainer"):
+    for mod in ("envs", "normalise", "ppo", "rnd", "storage", "trainer"):
         tree = ast.parse(inspect.getsource(importlib.import_module(f"repro.rl.{mod}")))
         imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert not any("chapters" in m for m in imported), mod

@@ -4,9 +4,9 @@ Every loader returns *intensities* in [0, 1] as float32 tensors of shape
 ``[N, D]`` (images flattened row-major); binarisation is a separate step so a
 chapter can choose between
 
-* dynamic binarisation (:func:`dynamic_binarize`): each pixel is redrawn
+* dynamic binarisation (:func:`dynamic_binarise`): each pixel is redrawn
   ~ Bernoulli(intensity) every time the image is used (IWAE's training set);
-* a fixed binarisation (:func:`fixed_binarize`): one seeded draw, the same on
+* a fixed binarisation (:func:`fixed_binarise`): one seeded draw, the same on
   every call (a test set every model is scored on).
 
 Sources:
@@ -86,12 +86,12 @@ class ImageData:
 # Binarisation
 # ---------------------------------------------------------------------------
 
-def dynamic_binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def dynamic_binarise(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """A fresh Bernoulli(intensity) draw of every pixel (same shape, float)."""
     return torch.bernoulli(x, generator=generator)
 
 
-def fixed_binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+def fixed_binarise(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """One seeded Bernoulli(intensity) draw: identical on every call with the same seed."""
     return torch.bernoulli(x, generator=generator(seed, x.device))
 
@@ -104,7 +104,7 @@ def load_digits(n_test: int = 297, split_seed: int = 0) -> ImageData:
     """scikit-learn's 8x8 digits as intensities (pixel / 16) in [0, 1], split once into train and test.
 
     Like every loader here it returns intensities, not bits: binarise with
-    :func:`dynamic_binarize` or :func:`fixed_binarize`.  The split is a seeded
+    :func:`dynamic_binarise` or :func:`fixed_binarise`.  The split is a seeded
     permutation of the 1,797 images, so it is the same on every machine and in
     every chapter that uses the same ``split_seed``.
     """

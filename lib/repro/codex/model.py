@@ -1,4 +1,4 @@
-"""A tiny code model: tokenizer, decoder-only transformer, training, batched sampling.
+"""A tiny code model: tokeniser, decoder-only transformer, training, batched sampling.
 
 The model reads a prompt (signature + docstring) and writes the function body.
 Sampling draws ``n`` completions per problem in one batch on the device with
@@ -35,11 +35,11 @@ def split_tokens(text: str) -> list[str]:
     """Space-separated chunks (keeping one leading space), newlines and indents; they concatenate to ``text``."""
     pieces = _TOKEN_RE.findall(text)
     if "".join(pieces) != text:
-        raise ValueError(f"cannot tokenize {text!r}")
+        raise ValueError(f"cannot tokenise {text!r}")
     return pieces
 
 
-class Tokenizer:
+class Tokeniser:
     """A closed word-level vocabulary built from the task family's text.
 
     Ids 0-3 are ``<pad>``, ``<bos>``, ``<eos>`` and ``<unk>``; every other id is
@@ -56,7 +56,7 @@ class Tokenizer:
         self.itos = list(vocab)
 
     @classmethod
-    def for_tasks(cls) -> "Tokenizer":
+    def for_tasks(cls) -> "Tokeniser":
         """Every piece of every prompt and body of the task family (chains of two cover all joins)."""
         texts = list(tasks.FOLLOWERS) + ["    return s\n"]
         for comp in tasks.all_compositions(2):
@@ -157,7 +157,7 @@ class TrainData:
     loss_mask: torch.Tensor  # [N, T] True where the *next* token is part of the completion
 
 
-def build_training_data(tok: Tokenizer, compositions, n: int, seed: int, device) -> TrainData:
+def build_training_data(tok: Tokeniser, compositions, n: int, seed: int, device) -> TrainData:
     """``n`` training documents: a chain length uniformly, then a composition of that length, then its text."""
     rng = random.Random(seed)
     by_len: dict[int, list] = {}
@@ -214,7 +214,7 @@ def _train_step(model: TinyGPT, opt, sched, data: TrainData, lengths: torch.Tens
     return loss.detach()
 
 
-def train_model(tok: Tokenizer, data: TrainData, steps: int, batch: int, lr: float, d: int, n_layer: int,
+def train_model(tok: Tokeniser, data: TrainData, steps: int, batch: int, lr: float, d: int, n_layer: int,
                 n_head: int, seed: int, device, log_every: int = 100, checkpoint: str | Path | None = None,
                 checkpoint_every: int = 0, label: str = "codex model") -> tuple[TinyGPT, dict]:
     """Train a :class:`TinyGPT` on ``data`` (loss on the body tokens only); returns ``(model, history)``.
@@ -312,7 +312,7 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample(model: TinyGPT, tok: Tokenizer, prompts: list[str], n: int, temperature: float, top_p: float,
+def sample(model: TinyGPT, tok: Tokeniser, prompts: list[str], n: int, temperature: float, top_p: float,
            max_new_tokens: int, generator: torch.Generator, stops=STOP_SEQUENCES) -> Samples:
     """n completions per prompt, all prompts x samples in one batch with a KV cache.
 

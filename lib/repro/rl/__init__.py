@@ -2,7 +2,7 @@
 
 * :mod:`repro.rl.envs` - environment factories (the rooms gridworld, Atari with
   the RND paper's preprocessing, CartPole) and seeded ``gymnasium.vector`` envs;
-* :mod:`repro.rl.normalize` - running mean/std (mergeable, float64) and the
+* :mod:`repro.rl.normalise` - running mean/std (mergeable, float64) and the
   discounted-return reward filter;
 * :mod:`repro.rl.storage` - rollout storage preallocated on the device;
 * :mod:`repro.rl.ppo` - GAE for several reward streams, PPO's loss and update,

@@ -26,7 +26,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .normalize import RunningMeanStd
+from .normalise import RunningMeanStd
 from .ppo import layer_init
 
 # ---------------------------------------------------------------------------
@@ -108,7 +108,7 @@ class RND:
 
     def whiten(self, obs: torch.Tensor) -> torch.Tensor:
         """clip((s - mu) / sigma, -5, 5) with the running per-pixel statistics (rnd-obs-norm)."""
-        return self.obs_rms.normalize(obs.float(), clip=self.obs_clip)
+        return self.obs_rms.normalise(obs.float(), clip=self.obs_clip)
 
     @torch.no_grad()
     def bonus(self, obs: torch.Tensor, chunk: int = 4096) -> torch.Tensor:

@@ -44,7 +44,7 @@ from ..checkpoint import load_checkpoint, make_identity, save_checkpoint
 from ..progress import Progress
 from ..seed import seed_env, seed_everything
 from .envs import env_factory, info_array, make_vector_env
-from .normalize import RewardForwardFilter, RunningMeanStd
+from .normalise import RewardForwardFilter, RunningMeanStd
 from .ppo import AtariActorCritic, GridActorCritic, MLPActorCritic, PPOSettings, act, gae, ppo_update
 from .rnd import RND
 from .storage import RolloutStorage

@@ -56,13 +56,13 @@ def humaneval_benchmark(cfg: CodexConfig, workdir) -> dict:
 # ---------------------------------------------------------------------------
 
 def train_models(cfg: CodexConfig, device, checkpoint_dir: str | Path | None = None
-                 ) -> tuple[codex_model.Tokenizer, tasks.TaskSplit, list, list[dict]]:
-    """Phase 1: data; phase 2: one model per seed.  Returns tokenizer, split, models, histories.
+                 ) -> tuple[codex_model.Tokeniser, tasks.TaskSplit, list, list[dict]]:
+    """Phase 1: data; phase 2: one model per seed.  Returns tokeniser, split, models, histories.
 
     With ``checkpoint_dir`` and ``cfg.checkpoint_every`` > 0, model ``r`` is
     checkpointed to ``checkpoint_dir/model-seed<seed+r>.pt`` and resumed from it.
     """
-    tok = codex_model.Tokenizer.for_tasks()
+    tok = codex_model.Tokeniser.for_tasks()
     split = tasks.make_split(cfg.max_ops, cfg.eval_per_length, cfg.n_tests, cfg.seed)
     models, hists = [], []
     for r in range(cfg.n_models):

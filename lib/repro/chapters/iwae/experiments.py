@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 
 from repro.checkpoint import make_identity
-from repro.data import fixed_binarize, load_images
+from repro.data import fixed_binarise, load_images
 from repro.seed import generator
 from repro.vae import (IWAE, AdamSettings, Architecture, active_units, concat_models, estimate_bound,
                        ordered_within_error, paper_schedule, train)
 
 from .config import OBJECTIVES, IWAEConfig
 
-TEST_BINARIZATION_SEED = 0   # one fixed binarised test set for every model and run
+TEST_BINARISATION_SEED = 0   # one fixed binarised test set for every model and run
 
 # the config fields that decide how a model trains (its checkpoint identity); evaluation-only fields
 # (eval_k, max_test, ...) and the choice of rows (layers, ks) may change between sessions of one run
@@ -76,7 +76,7 @@ def load_data(cfg: IWAEConfig):
     """(ImageData of intensities on CPU, the fixed-binarised test set [N_test, D]) for ``cfg``."""
     kw = dict(n_test=cfg.n_test) if cfg.dataset == "digits" else {}
     data = load_images(cfg.dataset, cfg.data_root, cfg.download, **kw)
-    test = fixed_binarize(data.test, TEST_BINARIZATION_SEED)
+    test = fixed_binarise(data.test, TEST_BINARISATION_SEED)
     if cfg.max_test:
         test = test[:cfg.max_test]
     return data, test
@@ -150,7 +150,7 @@ def run_table1(cfg: IWAEConfig, data, x_test: torch.Tensor, device: torch.device
     return records, models
 
 
-def summarize(records: list[dict], key: str = "nll") -> dict:
+def summarise(records: list[dict], key: str = "nll") -> dict:
     """{(layers, k, objective): (mean, std over seeds, n)}; the k = 1 model counts for both objectives."""
     groups: dict = {}
     for r in records:

@@ -41,7 +41,7 @@ class RaiseConfig(ProfileConfig):
     dataset: str = param("digits", "binarised data: sklearn 8x8 digits or MNIST (paper)", choices=("digits", "mnist"))
     data_root: str = param("data", "folder holding one folder per data set: MNIST's IDX files in <data_root>/mnist")
     download: bool = param(False, "download MNIST into <data_root>/mnist if missing (needs internet)")
-    binarize: str = param("threshold", "intensities -> bits: threshold at 0.5, or one seeded Bernoulli draw",
+    binarise: str = param("threshold", "intensities -> bits: threshold at 0.5, or one seeded Bernoulli draw",
                           choices=("threshold", "bernoulli"))
     small_hidden: int = param(20, "hidden units of the small RBMs (exact log Z by enumeration)", min=1,
                               max=MAX_ENUMERATION_UNITS)
@@ -75,7 +75,7 @@ class RaiseConfig(ProfileConfig):
                       K_grid=(10, 100, 1000), large_K_grid=(10, 100), ais_reps=10, raise_reps=3, n_test=120,
                       large_n_test=50, bias_reps=200),
         "book": {},
-        "paper": dict(dataset="mnist", binarize="bernoulli", small_hidden=20, small_methods=("cd1", "pcd"),
+        "paper": dict(dataset="mnist", binarise="bernoulli", small_hidden=20, small_methods=("cd1", "pcd"),
                       large_hidden=500,
                       large_methods=("cd1", "cd3", "cd25", "pcd"), epochs=100, batch_size=100, lr=0.05,
                       K_grid=(10, 100, 1000, 10000, 100000), large_K_grid=(10, 100, 1000, 10000, 100000),

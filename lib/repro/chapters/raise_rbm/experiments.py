@@ -38,14 +38,14 @@ def torch_dtype(cfg: RaiseConfig) -> torch.dtype:
 # ---------------------------------------------------------------------------
 
 
-def binarize(x: torch.Tensor, how: str, seed: int = 0) -> torch.Tensor:
+def binarise(x: torch.Tensor, how: str, seed: int = 0) -> torch.Tensor:
     """Intensities in [0, 1] -> binary float64: ``threshold`` (x >= 0.5) or one seeded ``bernoulli`` draw."""
     from repro import data as data_mod
 
     if how == "threshold":
         return (x >= 0.5).to(torch.float64)
     if how == "bernoulli":
-        return data_mod.fixed_binarize(x.to(torch.float64), seed=seed)
+        return data_mod.fixed_binarise(x.to(torch.float64), seed=seed)
     raise ConfigError(f"unknown binarisation {how!r}: threshold or bernoulli")
 
 
@@ -58,7 +58,7 @@ def load_binary_data(dataset: str, data_root: str = "data", how: str = "threshol
     if dataset not in ("digits", "mnist"):
         raise ConfigError(f"unknown dataset {dataset!r}")
     d = data_mod.load_images(dataset, data_root, download=download)
-    return binarize(d.train, how, seed), binarize(d.test, how, seed + 1)
+    return binarise(d.train, how, seed), binarise(d.test, how, seed + 1)
 
 
 # ---------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def train_one(cfg: RaiseConfig, train: torch.Tensor, group: str, n_hidden: int, 
     path = identity = None
     if cfg.checkpoint_dir:
         path = Path(cfg.checkpoint_dir) / f"raise-{group}-{method}-{n_hidden}h.pt"
-        identity = make_identity("raise-rbm-training", asdict(s), dataset=cfg.dataset, binarize=cfg.binarize,
+        identity = make_identity("raise-rbm-training", asdict(s), dataset=cfg.dataset, binarise=cfg.binarise,
                                  dtype=cfg.dtype, n_train=int(train.shape[0]))
     return rbm.train_rbm(train, s, checkpoint=path, checkpoint_every=cfg.checkpoint_every, identity=identity,
                          label=f"raise {group} {rbm.method_label(method)} {n_hidden}h")
@@ -187,7 +187,7 @@ def run_experiments(cfg: RaiseConfig, *, data: tuple[torch.Tensor, torch.Tensor]
     t0 = time.time()
     dev, dt = get_device(cfg.device), torch_dtype(cfg)
     if data is None:
-        data = load_binary_data(cfg.dataset, cfg.data_root, cfg.binarize, download=cfg.download)
+        data = load_binary_data(cfg.dataset, cfg.data_root, cfg.binarise, download=cfg.download)
     train, test = data
     train, test = train.to(dev, dt), test.to(dev, dt)
     g = generator(cfg.seed + 1000, dev)  # one stream for every estimate, in the order below

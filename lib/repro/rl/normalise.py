@@ -69,7 +69,7 @@ class RunningMeanStd:
         """sqrt(var), elementwise."""
         return self.var.sqrt()
 
-    def normalize(self, x: torch.Tensor, clip: float | None = None, eps: float = 1e-8) -> torch.Tensor:
+    def normalise(self, x: torch.Tensor, clip: float | None = None, eps: float = 1e-8) -> torch.Tensor:
         """(x - mean) / sqrt(var + eps), optionally clipped to [-clip, clip], in x's float dtype."""
         dt = x.dtype if x.is_floating_point() else torch.float32
         y = (x.to(dt) - self.mean.to(dt)) / (self.var.to(dt) + eps).sqrt()
