@@ -1,16 +1,26 @@
-"""Grokking: data tables, the batched ensemble vs a plain one-model reference, config, resume."""
+"""Grokking: data tables, the batched ensemble vs a plain one-model reference, config, resume, claims."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from repro.config import ConfigError
-from repro.grokking import (OPERATIONS, S5_OPS, GrokkingConfig, ModelShape, RunSpec, compose, eval_steps,
+from repro.chapters.grokking import config as chapter_config
+from repro.chapters.grokking.config import CLAIMS, GrokkingConfig
+from repro.chapters.grokking.experiments import ensemble_settings
+from repro.checkpoint import CheckpointMismatch
+from repro.config import ConfigError, ProfileConfig
+from repro.grokking import (OPERATIONS, S5_OPS, EnsembleSettings, GrokRun, ModelShape, compose, eval_steps,
                             fourier_power, init_params, invert, operation_table, s5_elements, split_table, train)
+from repro.scorecard import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Scorecard
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensor ops: two threads only oversubscribe
 
 # ---------------------------------------------------------------------------
 # data
@@ -145,15 +155,15 @@ class Reference(nn.Module):
         }
 
 
-def _small_cfg(**kw):
+def _small_cfg(**kw) -> EnsembleSettings:
     base = dict(p=11, d_model=16, n_heads=2, n_layers=2, steps=12, n_evals=4, early_stop=False, lr=3e-3,
                 warmup_steps=3, device="cpu")
-    return GrokkingConfig.for_profile("smoke", **{**base, **kw})
+    return ensemble_settings(GrokkingConfig.for_profile("smoke", **{**base, **kw}))
 
 
-def _reference_train(run: RunSpec, cfg: GrokkingConfig, steps: int):
+def _reference_train(run: GrokRun, cfg: EnsembleSettings, steps: int):
     """Train the reference with torch.optim on the same full batch as the ensemble member."""
-    shape = cfg.model(11)
+    shape = cfg.shape(11)
     p0 = init_params(shape, [run.seed])
     model = Reference(shape, p0)
     a, b, c = operation_table(run.operation, cfg.p)
@@ -161,8 +171,9 @@ def _reference_train(run: RunSpec, cfg: GrokkingConfig, steps: int):
     tokens = torch.stack([a, torch.full_like(a, shape.op_token), b, torch.full_like(a, shape.eq_token)], 1)[tr]
     answers = c[tr]
     wd = 0.0 if run.decay_to_init else run.weight_decay
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, weight_decay=wd)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
+    o = cfg.optim
+    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=1e-8, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / o.warmup_steps))
     init = {k: v.detach().clone() for k, v in model.named_like_ensemble().items()}
     params = list(model.parameters())
     init_of = [p.detach().clone() for p in params]
@@ -182,7 +193,7 @@ def _reference_train(run: RunSpec, cfg: GrokkingConfig, steps: int):
 
 def test_ensemble_forward_matches_reference():
     cfg = _small_cfg()
-    shape = cfg.model(11)
+    shape = cfg.shape(11)
     params = init_params(shape, [3, 4])
     tokens = torch.randint(0, 11, (2, 9, 4))
     tokens[..., 1], tokens[..., 3] = shape.op_token, shape.eq_token
@@ -196,9 +207,9 @@ def test_ensemble_forward_matches_reference():
 
 def test_batched_training_matches_reference_step_for_step():
     cfg = _small_cfg()
-    runs = [RunSpec("x+y", 0.5, 0, 1.0), RunSpec("x+y", 0.7, 1, 0.0), RunSpec("x-y", 0.4, 2, 0.5),
-            RunSpec("x+y", 0.5, 3, 1.0, decay_to_init=True)]
-    hist = train(runs, cfg, steps=12)
+    runs = [GrokRun("x+y", 0.5, 0, 1.0), GrokRun("x+y", 0.7, 1, 0.0), GrokRun("x-y", 0.4, 2, 0.5),
+            GrokRun("x+y", 0.5, 3, 1.0, decay_to_init=True)]
+    hist = train(runs, cfg)
     for m, run in enumerate(runs):
         ref, _ = _reference_train(run, cfg, 12)
         got = {k: v[m] for k, v in hist.params.items()}
@@ -208,25 +219,49 @@ def test_batched_training_matches_reference_step_for_step():
 
 def test_training_learns_the_training_set():
     cfg = _small_cfg(steps=150, n_evals=10, lr=1e-2, n_layers=1, d_model=32)
-    hist = train([RunSpec("x+y", 0.6, 0, 0.0)], cfg)
+    hist = train([GrokRun("x+y", 0.6, 0, 0.0)], cfg)
     assert float(hist.train_acc[0, -1]) > float(hist.train_acc[0, 0]) + 0.5
     assert float(hist.train_loss[0, -1]) < float(hist.train_loss[0, 0])
 
 
+def test_grokked_embeddings_are_the_first_generalised_snapshot():
+    """A model whose validation accuracy reaches 99% keeps its embeddings from that evaluation."""
+    cfg = _small_cfg(steps=120, n_evals=12, lr=1e-2, n_layers=1, d_model=32, early_stop=False)
+    hist = train([GrokRun("x+y", 0.9, 0, 1.0), GrokRun("x-y", 0.05, 1, 0.0)], cfg)
+    reached = hist.val_99
+    if not math.isnan(reached[0]):
+        assert not hist.grokked_emb[0].isnan().any()
+    assert math.isnan(reached[1]) and hist.grokked_emb[1].isnan().all()  # 5% of the table: never generalises
+
+
 def test_minibatch_rule_and_resume(tmp_path):
+    """Interrupt + resume from the shared checkpoint helper equals an uninterrupted run, bit for bit."""
     cfg = _small_cfg(batch_size=16, checkpoint_every=5, steps=20, n_evals=5)
-    runs = [RunSpec("x+y", 0.5, 0, 1.0), RunSpec("x+y", 0.3, 1, 1.0)]
+    runs = [GrokRun("x+y", 0.5, 0, 1.0), GrokRun("x+y", 0.3, 1, 1.0, decay_to_init=True)]
     full = train(runs, cfg)
     ckpt = tmp_path / "ck.pt"
-    train(runs, cfg, checkpoint=ckpt, interrupt_at=10)
-    assert ckpt.exists()
+    part = train(runs, cfg, checkpoint=ckpt, interrupt_at=10)
+    assert ckpt.exists() and part.steps_done == 10
     resumed = train(runs, cfg, checkpoint=ckpt)
+    assert resumed.steps_done == 20
     for k in full.params:
         torch.testing.assert_close(resumed.params[k], full.params[k], rtol=0, atol=0)
     torch.testing.assert_close(resumed.val_acc, full.val_acc, equal_nan=True)
-    other = _small_cfg(batch_size=16, checkpoint_every=5, steps=20, n_evals=5, lr=1e-2)
-    with pytest.raises(ValueError, match="different experiment"):
-        train(runs, other, checkpoint=ckpt)
+    torch.testing.assert_close(resumed.train_loss, full.train_loss, equal_nan=True)
+    torch.testing.assert_close(resumed.grokked_emb, full.grokked_emb, equal_nan=True)
+
+
+def test_checkpoint_of_other_hyperparameters_or_members_is_refused(tmp_path):
+    cfg = _small_cfg(batch_size=16, checkpoint_every=5, steps=20, n_evals=5)
+    runs = [GrokRun("x+y", 0.5, 0, 1.0), GrokRun("x+y", 0.3, 1, 1.0)]
+    ckpt = tmp_path / "ck.pt"
+    train(runs, cfg, checkpoint=ckpt, interrupt_at=5)
+    with pytest.raises(CheckpointMismatch, match="lr"):
+        train(runs, replace(cfg, optim=replace(cfg.optim, lr=1e-2)), checkpoint=ckpt)
+    with pytest.raises(CheckpointMismatch):
+        train(runs[:1], cfg, checkpoint=ckpt)  # other members
+    with pytest.raises(CheckpointMismatch, match="experiment"):
+        train(runs, cfg, checkpoint=ckpt, experiment="grokking/other")
 
 
 def test_batch_size_rule():
@@ -255,6 +290,25 @@ def test_fourier_power_of_a_pure_circle():
 # ---------------------------------------------------------------------------
 
 
+def test_config_module_imports_no_torch_and_operations_agree():
+    r = subprocess.run([sys.executable, "-c", "import sys, repro.chapters.grokking.config; "
+                        "assert 'torch' not in sys.modules"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert chapter_config.OPERATIONS == OPERATIONS and chapter_config.S5_OPS == S5_OPS
+
+
+def test_algorithm_module_is_chapter_free():
+    import repro.grokking as algo
+
+    import ast
+
+    tree = ast.parse(open(algo.__file__).read())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not any("chapters" in m for m in imported), imported
+    assert not any(isinstance(v, type) and issubclass(v, ProfileConfig) for v in vars(algo).values())
+
+
 def test_config_errors_are_clear():
     with pytest.raises(ConfigError, match="unknown parameter 'stepz'"):
         GrokkingConfig.for_profile("book", stepz=3)
@@ -275,15 +329,88 @@ def test_config_errors_are_clear():
 
 
 def test_paper_profile_builds_and_runs_two_steps():
-    cfg = GrokkingConfig.for_profile("paper", steps=2, n_evals=2, device="cpu")
-    assert (cfg.p, cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.batch_size) == (97, 2, 128, 4, 512)
-    assert (cfg.lr, cfg.beta2, cfg.warmup_steps, cfg.weight_decay) == (1e-3, 0.98, 10, 1.0)
-    assert GrokkingConfig.for_profile("paper").steps == 100_000
-    runs = [RunSpec("x/y", 0.5, 0, 1.0)]
+    chapter = GrokkingConfig.for_profile("paper", steps=2, n_evals=2, device="cpu")
+    assert (chapter.p, chapter.n_layers, chapter.d_model, chapter.n_heads, chapter.batch_size) == (97, 2, 128, 4, 512)
+    assert (chapter.lr, chapter.beta2, chapter.warmup_steps, chapter.weight_decay) == (1e-3, 0.98, 10, 1.0)
+    paper = GrokkingConfig.for_profile("paper")
+    assert paper.steps == 100_000 and paper.operation == "x/y"
+    assert paper.train_fraction == 0.5  # Figure 1 left: x/y mod 97 with 50% of the table
+    assert set(paper.symmetry_operations) == set(OPERATIONS)  # Figure 2 right: the operations sweep
+    assert set(paper.interventions) == {"none", "weight_decay", "decay_to_init"}
+    cfg = ensemble_settings(chapter)
+    runs = [GrokRun("x/y", 0.5, 0, 1.0)]
     hist = train(runs, cfg)
     assert hist.steps_done == 2 and hist.train_acc.shape == (1, 2)
-    s5 = train([RunSpec("x.y", 0.3, 0, 1.0)], cfg)  # the S5 table (120 elements) builds and trains too
+    s5 = train([GrokRun("x.y", 0.3, 0, 1.0)], cfg)  # the S5 table (120 elements) builds and trains too
     assert s5.params["w_out"].shape == (1, 128, 120)
+
+
+# ---------------------------------------------------------------------------
+# the chapter at smoke
+# ---------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------
+# the claims' rules on synthetic per-seed values
+# ---------------------------------------------------------------------------
+
+
+def _status(cid, **values):
+    sc = Scorecard("grokking", "book", CLAIMS)
+    return sc.evaluate(cid, **values).status
+
+
+def test_every_finding_rule_gives_each_status():
+    # grokking-delay: per-seed condition (chance at memorisation and ratio >= 10) in every seed
+    assert _status("grokking-delay", passed=[True] * 3, values=[12, 15, 30]) == REPRODUCED
+    assert _status("grokking-delay", passed=[True, True, False], values=[12, 15, 5]) == INCONCLUSIVE
+    assert _status("grokking-delay", passed=[True] * 2, values=[12, 15]) == INCONCLUSIVE  # too few seeds
+    assert _status("grokking-delay", passed=[False, False, True], values=[3, 4, 12]) == NOT_REPRODUCED
+    # fraction-trend: steps at the smallest fraction (a) exceed those at the largest (b)
+    assert _status("fraction-trend", a=[2000, 2200, 2100], b=[500, 520, 480]) == REPRODUCED
+    assert _status("fraction-trend", a=[2000, 600, 1500], b=[500, 1400, 480]) == INCONCLUSIVE
+    assert _status("fraction-trend", a=[2000], b=[500, 520, 480]) == INCONCLUSIVE  # censored seeds left out
+    assert _status("fraction-trend", a=[400, 420, 380], b=[500, 520, 480]) == NOT_REPRODUCED
+    # weight-decay, decay-to-init, symmetry: paired per-seed steps, a sooner than b
+    for cid in ("weight-decay", "decay-to-init", "symmetry"):
+        assert _status(cid, a=[800, 900, 1000], b=[3000, 3000, 3000]) == REPRODUCED, cid
+        assert _status(cid, a=[800, 3000, 2900], b=[3000, 2000, 3000]) == INCONCLUSIVE, cid
+        assert _status(cid, a=[3000, 3000, 3000], b=[3000, 3000, 3000]) == NOT_REPRODUCED, cid  # all censored
+        assert _status(cid, a=[3000, 2000, 3000], b=[800, 900, 1000]) == NOT_REPRODUCED, cid
+    # embedding-structure: generalised and Fourier share doubled in every seed
+    assert _status("embedding-structure", passed=[True] * 3, values=[2.5, 3, 2.2]) == REPRODUCED
+    assert _status("embedding-structure", passed=[True, True, False], values=[2.5, 3, 1.1]) == INCONCLUSIVE
+    assert _status("embedding-structure", passed=[False] * 3, values=[1, 1, 1]) == NOT_REPRODUCED
+
+
+def test_claim_statements_state_the_thresholds():
+    by_id = {c.id: c for c in CLAIMS}
+    delay = by_id["grokking-delay"].statement
+    assert f"{chapter_config.DELAY_RATIO:g}×" in delay and "~100×" in delay and f"{chapter_config.CHANCE_MARGIN:g}" in delay
+    assert "censored" in by_id["fraction-trend"].statement
+    assert "budget" in by_id["weight-decay"].statement and "budget" in by_id["decay-to-init"].statement
+    assert "≥ 99%" in by_id["embedding-structure"].statement or "99%" in by_id["embedding-structure"].statement
+    assert all(c.kind == "finding" for c in CLAIMS)
+
+
+def test_delay_table_condition():
+    """The per-seed grokking-delay condition: chance + margin at train-99% and a ratio >= DELAY_RATIO."""
+    from repro.chapters.grokking.experiments import delay_table
+    from repro.grokking import History
+
+    cfg = GrokkingConfig.for_profile("book", n_seeds=3, p=31, train_fraction=0.5)
+    runs = [GrokRun(cfg.operation, 0.5, s, cfg.weight_decay) for s in range(3)]
+    steps = torch.tensor([10, 100, 1000, 2000])
+    tr = torch.tensor([[0.5, 1.0, 1.0, 1.0], [0.5, 1.0, 1.0, 1.0], [0.5, 1.0, 1.0, 1.0]])
+    va = torch.tensor([[0.0, 0.05, 1.0, 1.0],   # chance, then 10x later: passes
+                       [0.0, 0.5, 1.0, 1.0],    # well above chance at memorisation: fails
+                       [0.0, 0.05, 0.3, 0.5]])  # never generalises: fails
+    nan = torch.full_like(tr, float("nan"))
+    hist = History(runs, steps, tr, va, nan, nan, params={}, init={})
+    d = delay_table(hist, cfg)
+    assert d["train_99"] == [100.0] * 3 and d["val_99"][:2] == [1000.0, 1000.0] and math.isnan(d["val_99"][2])
+    assert d["passed"] == [True, False, False]
+    assert d["val_at_train_99"] == pytest.approx([0.05, 0.5, 0.05])
 
 
 # ---------------------------------------------------------------------------
@@ -297,7 +424,7 @@ def test_smoke_chapter_invariants(smoke_run):
     m = res.metrics
     assert m["profile"] == "smoke" and m["chapter"] == "grokking"
     ids = {c["id"] for c in m["scorecard"]}
-    assert {"grokking-delay", "fraction-trend", "weight-decay"} <= ids
+    assert ids == {c.id for c in CLAIMS}
     n = m["numbers"]
     assert n["fig1_final_train_acc"] > n["fig1_first_train_acc"]  # training accuracy rises at any scale
     assert 0 <= n["fig1_final_val_acc"] <= 1

@@ -1,11 +1,14 @@
 """Grokking (Power et al., 2022): small transformers on binary-operation tables.
 
-The whole chapter's sweep (seeds x training fractions x regularisers) trains
+An experiment (seeds x training fractions x regularisers x operations) trains
 as one *ensemble*: every parameter carries a leading model axis ``M`` and the
 forward pass, the loss and the AdamW update are batched over it, so dozens of
 tiny transformers cost one set of batched matrix multiplies per step.  A plain
 one-model ``torch.nn`` reference lives in ``tests/test_grokking.py`` and must
 agree with this ensemble step for step.
+
+This module is the algorithm only: the chapter's config, claims and experiment
+runs live in :mod:`repro.chapters.grokking`.
 
 Shapes: M models, B examples, T = 4 tokens ``a OP b =``, d model width,
 H heads, V vocabulary (n elements + OP + =), n answer classes.
@@ -14,16 +17,18 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, ProfileConfig, param
+from .checkpoint import load_checkpoint, make_identity, save_checkpoint
+from .config import ConfigError
 from .device import get_device
+from .progress import Progress
+from .seed import generator
 
 # ---------------------------------------------------------------------------
 # Data: every equation a OP b = c of one operation
@@ -37,6 +42,7 @@ SEQ_LEN = 4  # a, OP, b, =
 
 
 def is_prime(p: int) -> bool:
+    """True when ``p`` is a prime number."""
     return p >= 2 and all(p % q for q in range(2, int(math.isqrt(p)) + 1))
 
 
@@ -61,6 +67,7 @@ def compose(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def invert(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of each permutation row [N, 5]."""
     inv = torch.empty_like(x)
     inv.scatter_(1, x, torch.arange(x.shape[1]).expand_as(x).contiguous())
     return inv
@@ -120,73 +127,19 @@ def split_table(n_rows: int, fraction: float, seed: int) -> tuple[torch.Tensor, 
     Runs that share a seed share the permutation, so a smaller training set is
     a subset of a larger one.
     """
-    g = torch.Generator().manual_seed(2 * seed)
-    perm = torch.randperm(n_rows, generator=g)
+    perm = torch.randperm(n_rows, generator=generator(2 * seed))
     n_train = max(1, min(n_rows - 1, round(fraction * n_rows)))
     return perm[:n_train], perm[n_train:]
 
 
 # ---------------------------------------------------------------------------
-# Config
+# What one ensemble trains: its members and its settings
 # ---------------------------------------------------------------------------
-
-INTERVENTIONS = ("none", "weight_decay", "decay_to_init")
-
-
-@dataclass(frozen=True)
-class GrokkingConfig(ProfileConfig):
-    """All knobs of the grokking chapter; see ``python -m repro params grokking``."""
-
-    operation: str = param("x/y", "operation of Figure 1 and the fraction sweep", choices=OPERATIONS)
-    p: int = param(31, "prime modulus (the paper uses 97)", min=3, max=211)
-    train_fraction: float = param(0.7, "training fraction of Figure 1 left and of the regulariser comparison",
-                                  min=0.01, max=0.99)
-    fractions: tuple[float, ...] = param((0.5, 0.6, 0.7, 0.8), "training fractions swept for Figure 1 centre",
-                                         min=0.01, max=0.99)
-    n_seeds: int = param(3, "seeds per setting (seed, seed+1, ...)", min=1, max=64)
-    interventions: tuple[str, ...] = param(INTERVENTIONS, "regularisers compared in Figure 2", choices=INTERVENTIONS)
-    embed_operation: str = param("x+y", "operation whose embeddings Figure 3 analyses", choices=MODULAR_OPS)
-    n_layers: int = param(1, "transformer layers (paper: 2)", min=1, max=12)
-    d_model: int = param(32, "residual width (paper: 128)", min=8, max=1024)
-    n_heads: int = param(4, "attention heads (paper: 4)", min=1, max=32)
-    lr: float = param(3e-3, "AdamW learning rate (paper: 1e-3)", min=1e-6, max=1.0)
-    beta1: float = param(0.9, "AdamW beta1", min=0.0, max=0.999999)
-    beta2: float = param(0.98, "AdamW beta2 (paper: 0.98)", min=0.0, max=0.999999)
-    warmup_steps: int = param(10, "linear learning-rate warm-up steps (paper: 10)", min=0)
-    weight_decay: float = param(1.0, "decoupled weight decay of the regularised runs (paper: 1)", min=0.0, max=100.0)
-    batch_size: int = param(0, "0: full batch; otherwise min(batch_size, N_train/2) as in the paper", min=0)
-    steps: int = param(3000, "optimisation steps per run (paper: 1e5)", min=1)
-    embed_steps: int = param(2000, "steps for the embedding-structure run", min=1)
-    n_evals: int = param(120, "log-spaced evaluation points", min=2, max=10000)
-    early_stop: bool = param(True, "stop once every model has generalised and plateaued")
-    checkpoint_every: int = param(0, "steps between checkpoints (0: none)", min=0)
-
-    PROFILES = {
-        "smoke": dict(p=13, fractions=(0.5, 0.8), n_seeds=2, steps=200, embed_steps=150, n_evals=20,
-                      d_model=16, n_heads=2, interventions=("none", "weight_decay"), train_fraction=0.5),
-        "book": {},
-        "paper": dict(p=97, n_layers=2, d_model=128, n_heads=4, lr=1e-3, batch_size=512, steps=100_000,
-                      embed_steps=100_000, fractions=tuple(round(0.1 * i, 1) for i in range(1, 10)),
-                      n_evals=400, early_stop=False, checkpoint_every=5000, n_seeds=3),
-    }
-
-    def check(self) -> None:
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if not is_prime(self.p):
-            raise ConfigError(f"parameter 'p' must be prime, got {self.p}")
-        if self.n_evals > self.steps:
-            raise ConfigError(f"n_evals ({self.n_evals}) cannot exceed steps ({self.steps})")
-
-    def model(self, n: int) -> "ModelShape":
-        return ModelShape(n_elements=n, n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads)
-
-    def optim(self) -> "OptimSettings":
-        return OptimSettings(lr=self.lr, betas=(self.beta1, self.beta2), warmup_steps=self.warmup_steps)
-
 
 @dataclass(frozen=True)
 class ModelShape:
+    """The transformer's size: ``n_elements`` symbols, layers, width and heads."""
+
     n_elements: int
     n_layers: int = 1
     d_model: int = 64
@@ -211,6 +164,8 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class OptimSettings:
+    """AdamW's learning rate (with linear warm-up), betas and epsilon (eq. grok-adamw)."""
+
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-8
@@ -224,8 +179,37 @@ class OptimSettings:
 
 
 @dataclass(frozen=True)
-class RunSpec:
-    """One member of an ensemble."""
+class EnsembleSettings:
+    """Everything :func:`train` needs besides the members: table size, model, optimiser, schedule.
+
+    ``batch_size`` 0 means full batch, otherwise the paper's min(batch_size,
+    N_train / 2) per model; ``steps`` is the budget; the models are evaluated
+    on their whole table at ``n_evals`` log-spaced steps; ``early_stop`` ends
+    the run once every model has generalised and stayed there;
+    ``checkpoint_every`` (0: never) is in steps.
+    """
+
+    p: int
+    n_layers: int = 1
+    d_model: int = 32
+    n_heads: int = 4
+    optim: OptimSettings = OptimSettings()
+    batch_size: int = 0
+    steps: int = 3000
+    n_evals: int = 120
+    early_stop: bool = True
+    checkpoint_every: int = 0
+    device: str = "auto"
+
+    def shape(self, n_elements: int) -> ModelShape:
+        """The model for a table of ``n_elements`` symbols."""
+        return ModelShape(n_elements=n_elements, n_layers=self.n_layers, d_model=self.d_model,
+                          n_heads=self.n_heads)
+
+
+@dataclass(frozen=True)
+class GrokRun:
+    """One member of an ensemble: operation, training fraction, seed and regulariser."""
 
     operation: str
     fraction: float
@@ -235,19 +219,9 @@ class RunSpec:
 
     @property
     def label(self) -> str:
+        """A short human-readable name, e.g. ``x/y f=0.5 wd 1 s=0``."""
         reg = ("decay→init" if self.decay_to_init else "wd") + f" {self.weight_decay:g}" if self.weight_decay else "no wd"
         return f"{self.operation} f={self.fraction:g} {reg} s={self.seed}"
-
-
-def intervention_run(name: str, operation: str, fraction: float, seed: int, weight_decay: float) -> RunSpec:
-    """The RunSpec of one of the regulariser comparisons of Figure 2."""
-    if name == "none":
-        return RunSpec(operation, fraction, seed, 0.0)
-    if name == "weight_decay":
-        return RunSpec(operation, fraction, seed, weight_decay)
-    if name == "decay_to_init":
-        return RunSpec(operation, fraction, seed, weight_decay, decay_to_init=True)
-    raise ConfigError(f"unknown intervention {name!r}; choose one of {', '.join(INTERVENTIONS)}")
 
 
 # ---------------------------------------------------------------------------
@@ -263,7 +237,7 @@ def init_params(shape: ModelShape, seeds: list[int], device: torch.device | str 
     d, L, V, n, f = shape.d_model, shape.n_layers, shape.vocab, shape.n_elements, shape.d_mlp
 
     def one(seed: int) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(2 * seed + 1)
+        g = generator(2 * seed + 1)
 
         def normal(*size, fan_in):
             return torch.randn(*size, generator=g) / math.sqrt(fan_in)
@@ -363,6 +337,7 @@ class AdamWState:
 
     @classmethod
     def zeros_like(cls, params: dict[str, torch.Tensor]) -> "AdamWState":
+        """A fresh optimiser state (zero moments) shaped like ``params``."""
         return cls({k: torch.zeros_like(v) for k, v in params.items()},
                    {k: torch.zeros_like(v) for k, v in params.items()})
 
@@ -412,7 +387,8 @@ class EnsembleData:
     n_train: torch.Tensor  # [M]
 
     @classmethod
-    def build(cls, runs: list[RunSpec], p: int, shape: ModelShape, device) -> "EnsembleData":
+    def build(cls, runs: list[GrokRun], p: int, shape: ModelShape, device) -> "EnsembleData":
+        """Each run's table (eq. grok-data) split by its seed and fraction, stacked along the model axis."""
         tables = {}
         rows = []
         for r in runs:
@@ -454,11 +430,11 @@ def batch_sizes(n_train: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.minimum(torch.full_like(n_train, batch_size), (n_train // 2).clamp_min(1))
 
 
-def sample_batch(data: EnsembleData, bs: torch.Tensor, generator: torch.Generator):
+def sample_batch(data: EnsembleData, bs: torch.Tensor, gen: torch.Generator):
     """A minibatch per model, drawn without replacement from its training rows."""
     M, N = data.train.shape
     B = int(bs.max())
-    keys = torch.rand(M, N, generator=generator, device=data.train.device)
+    keys = torch.rand(M, N, generator=gen, device=data.train.device)
     keys = keys.masked_fill(~data.train, 2.0)
     idx = keys.topk(B, dim=1, largest=False).indices  # [M, B]
     w = (torch.arange(B, device=idx.device)[None, :] < bs[:, None]).float()
@@ -470,7 +446,7 @@ def sample_batch(data: EnsembleData, bs: torch.Tensor, generator: torch.Generato
 class History:
     """What ``train`` returns: curves on log-spaced steps, one row per model."""
 
-    runs: list[RunSpec]
+    runs: list[GrokRun]
     steps: torch.Tensor  # [E]
     train_acc: torch.Tensor  # [M, E]
     val_acc: torch.Tensor
@@ -480,6 +456,10 @@ class History:
     init: dict[str, torch.Tensor] = field(repr=False)
     wall_time_s: float = 0.0
     steps_done: int = 0
+    budget: int = 0  # the step budget the run was given (a model that never generalised is censored here)
+    # token embeddings [M, V, d] at each model's first evaluation with validation accuracy >= 99%
+    # (nan rows for a model that never got there): the embeddings of the generalised model (Figure 3)
+    grokked_emb: torch.Tensor | None = field(default=None, repr=False)
 
     def first_step_above(self, curve: torch.Tensor, threshold: float = 0.99) -> list[float]:
         """First evaluated step with accuracy >= threshold, per model (nan if never)."""
@@ -491,15 +471,25 @@ class History:
 
     @property
     def train_99(self) -> list[float]:
+        """Steps until 99% training accuracy, per model (nan if never)."""
         return self.first_step_above(self.train_acc)
 
     @property
     def val_99(self) -> list[float]:
+        """Steps until 99% validation accuracy, per model (nan if never within the budget)."""
         return self.first_step_above(self.val_acc)
 
     def select(self, **where) -> list[int]:
         """Indices of the runs whose fields equal ``where``."""
         return [i for i, r in enumerate(self.runs) if all(getattr(r, k) == v for k, v in where.items())]
+
+    def val_at_train_99(self) -> list[float]:
+        """Validation accuracy at the first evaluated step with training accuracy >= 99%, per model."""
+        out = []
+        for m, row in enumerate(self.train_acc):
+            hit = (row >= 0.99).nonzero()
+            out.append(float(self.val_acc[m, hit[0, 0]]) if len(hit) else float("nan"))
+        return out
 
 
 def eval_steps(total: int, n: int) -> torch.Tensor:
@@ -508,113 +498,166 @@ def eval_steps(total: int, n: int) -> torch.Tensor:
     return torch.unique(torch.cat([s, torch.tensor([total])]))
 
 
-def _checkpoint_state(params, init, state, gen, evals, step, identity) -> dict:
-    return {"params": params, "init": init, "exp_avg": state.exp_avg, "exp_avg_sq": state.exp_avg_sq,
-            "opt_step": state.step, "generator": gen.get_state(), "evals": evals, "step": step,
-            "identity": identity}
+@dataclass
+class _Loop:
+    """What :func:`train` carries from one step to the next (tensors live on the device)."""
+
+    data: EnsembleData
+    shape: ModelShape
+    params: dict[str, torch.Tensor]
+    init: dict[str, torch.Tensor]
+    weight_decay: torch.Tensor  # [M]
+    anchor: dict[str, torch.Tensor] | None  # what the decay pulls toward (None: zero for every model)
+    adam: AdamWState
+    gen: torch.Generator  # draws the minibatches
+    batch: torch.Tensor  # per-model batch size [M]
+    full_batch: tuple | None  # the padded training sets when batch_size is 0
+    at: torch.Tensor  # evaluation steps [E]
+    evals: torch.Tensor  # [4, M, E]: train acc, val acc, train loss, val loss
+    grokked_emb: torch.Tensor  # [M, V, d]: token embeddings when val acc first reached 99% (nan before)
+    step: int = 0
+
+    @property
+    def n_evaluated(self) -> int:
+        """How many evaluation points lie at or before the current step."""
+        return int((self.at <= self.step).sum())
 
 
-def train(runs: list[RunSpec], cfg: GrokkingConfig, steps: int | None = None, *, device=None,
-          checkpoint: str | Path | None = None, log_every_s: float = 15.0, stream=None,
-          interrupt_at: int | None = None) -> History:
-    """Train one ensemble (one model per RunSpec) and return its History.
-
-    Phases: build data and parameters; loop {sample batch, loss, backward,
-    AdamW}; evaluate on the whole table at log-spaced steps (kept on the
-    device); optionally checkpoint and stop early once every model has
-    generalised and stayed there.
-    """
-    stream = stream or sys.stdout
-    steps = steps or cfg.steps
-    device = get_device(device or cfg.device)
-    ops = {r.operation for r in runs}
-    n = {n_elements(op, cfg.p) for op in ops}
+def _elements(runs: list[GrokRun], p: int) -> int:
+    """The common number of symbols of the runs' operations (an ensemble shares one vocabulary)."""
+    n = {n_elements(r.operation, p) for r in runs}
     if len(n) != 1:
         raise ConfigError("an ensemble's operations must act on the same number of elements")
-    shape = cfg.model(n.pop())
-    opt = cfg.optim()
-    # -- data and parameters
-    data = EnsembleData.build(runs, cfg.p, shape, device)
+    return n.pop()
+
+
+def _start(runs: list[GrokRun], settings: EnsembleSettings, device) -> _Loop:
+    """Phase 1: the data, the seeded initial parameters, the decay anchors and a fresh optimiser."""
+    shape = settings.shape(_elements(runs, settings.p))
+    data = EnsembleData.build(runs, settings.p, shape, device)
     params = init_params(shape, [r.seed for r in runs], device)
     init = {k: v.clone() for k, v in params.items()}
     wd = torch.tensor([r.weight_decay for r in runs], device=device)
     to_init = torch.tensor([r.decay_to_init for r in runs], device=device)
     anchor = ({k: v * to_init.view(-1, *([1] * (v.dim() - 1))) for k, v in init.items()}
               if bool(to_init.any()) else None)
-    state = AdamWState.zeros_like(params)
-    gen = torch.Generator(device=device).manual_seed(runs[0].seed * 7919 + 17)
-    bs = batch_sizes(data.n_train, cfg.batch_size)
-    full = cfg.batch_size <= 0
-    if full:
-        fb = data.full_train_batch()
-    at = eval_steps(steps, cfg.n_evals).to(device)
-    E, M = len(at), len(runs)
-    evals = torch.full((4, M, E), float("nan"), device=device)  # train acc, val acc, train loss, val loss
-    start = 0
-    ckpt = Path(checkpoint) if checkpoint else None
-    identity = {"runs": [r.label for r in runs], "steps": steps, "config": cfg.to_dict()}
-    if ckpt and ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        if saved["identity"] != identity:
-            raise ValueError(f"checkpoint {ckpt} belongs to a different experiment; move it away to start afresh")
-        params, init = saved["params"], saved["init"]
-        state = AdamWState(saved["exp_avg"], saved["exp_avg_sq"], saved["opt_step"])
-        gen.set_state(saved["generator"])
-        evals, start = saved["evals"], saved["step"]
-        print(f"resumed from {ckpt} at step {start}", file=stream, flush=True)
-    for v in params.values():
+    gen = generator(runs[0].seed * 7919 + 17, device)
+    at = eval_steps(settings.steps, settings.n_evals).to(device)
+    evals = torch.full((4, len(runs), len(at)), float("nan"), device=device)
+    full = data.full_train_batch() if settings.batch_size <= 0 else None
+    grokked = torch.full_like(params["tok_emb"], float("nan"))
+    return _Loop(data, shape, params, init, wd, anchor, AdamWState.zeros_like(params), gen,
+                 batch_sizes(data.n_train, settings.batch_size), full, at, evals, grokked)
+
+
+def _checkpoint_state(loop: _Loop) -> dict:
+    """Everything needed to continue ``loop`` exactly where it stopped."""
+    return {"params": {k: v.detach() for k, v in loop.params.items()}, "init": loop.init,
+            "exp_avg": loop.adam.exp_avg, "exp_avg_sq": loop.adam.exp_avg_sq, "opt_step": loop.adam.step,
+            "generator": loop.gen.get_state(), "evals": loop.evals, "step": loop.step,
+            "grokked_emb": loop.grokked_emb}
+
+
+def _resume(loop: _Loop, saved: dict) -> None:
+    """Phase 1b: continue from a checkpoint's state (the anchors are recomputed identically by _start)."""
+    loop.params, loop.init = saved["params"], saved["init"]
+    loop.adam = AdamWState(saved["exp_avg"], saved["exp_avg_sq"], saved["opt_step"])
+    loop.gen.set_state(saved["generator"].cpu())
+    loop.evals, loop.step, loop.grokked_emb = saved["evals"], saved["step"], saved["grokked_emb"]
+
+
+def _update(loop: _Loop, settings: EnsembleSettings) -> None:
+    """Phase 2: one optimisation step of every model: batch, loss (eq. grok-loss), gradient, AdamW."""
+    tok, ans, w = loop.full_batch if loop.full_batch is not None else sample_batch(loop.data, loop.batch, loop.gen)
+    total, _, _ = loss_and_accuracy(loop.params, tok, ans, w, loop.shape)
+    grads = torch.autograd.grad(total, list(loop.params.values()))
+    adamw_update(loop.params, dict(zip(loop.params.keys(), grads)), loop.adam, settings.optim, loop.weight_decay,
+                 loop.anchor)
+
+
+@torch.no_grad()
+def _evaluate(loop: _Loop, e: int) -> None:
+    """Phase 3: accuracy and loss of every model on its whole table, stored in column ``e`` (on the device)."""
+    data = loop.data
+    logits = forward(loop.params, data.tokens, loop.shape)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), data.answers.reshape(-1),
+                         reduction="none").view_as(data.answers)
+    correct = (logits.argmax(-1) == data.answers).float()
+    for j, (mask, what) in enumerate([(data.train, correct), (data.val, correct), (data.train, ce), (data.val, ce)]):
+        mw = mask.float()
+        loop.evals[j, :, e] = (what * mw).sum(1) / mw.sum(1).clamp_min(1)
+    first = (loop.evals[1, :, e] >= 0.99) & loop.grokked_emb[:, 0, 0].isnan()  # models generalising just now
+    loop.grokked_emb[first] = loop.params["tok_emb"].detach()[first]
+
+
+def _generalised_and_stayed(loop: _Loop) -> bool:
+    """Phase 4: every model reached 99% validation accuracy, is still there, and 1.5x the last such step passed."""
+    n = loop.n_evaluated
+    val = loop.evals[1, :, :n]
+    if not bool((val >= 0.99).any(1).all()):
+        return False
+    first = torch.where(val >= 0.99, loop.at[:n].float(), float("inf")).amin(1)
+    return loop.step >= 1.5 * float(first.max()) and bool((val[:, -1] >= 0.99).all())
+
+
+def _history(loop: _Loop, runs: list[GrokRun], wall: float, budget: int) -> "History":
+    """Phase 5: the curves up to the last step taken, moved to the CPU."""
+    keep = loop.at <= loop.step
+    return History(runs, loop.at[keep].cpu(), *(loop.evals[j][:, keep].cpu() for j in range(4)),
+                   params={k: v.detach().cpu() for k, v in loop.params.items()},
+                   init={k: v.cpu() for k, v in loop.init.items()}, wall_time_s=wall, steps_done=loop.step,
+                   budget=budget, grokked_emb=loop.grokked_emb.cpu())
+
+
+def checkpoint_identity(experiment: str, runs: list[GrokRun], settings: EnsembleSettings) -> dict:
+    """What a checkpoint of this ensemble must match: experiment name, settings (incl. steps) and members."""
+    return make_identity(experiment, asdict(settings), runs=[asdict(r) for r in runs])
+
+
+def train(runs: list[GrokRun], settings: EnsembleSettings, *, experiment: str = "grokking",
+          checkpoint: str | Path | None = None, stream=None, interrupt_at: int | None = None) -> History:
+    """Train one ensemble (one model per :class:`GrokRun`) and return its :class:`History`.
+
+    Phases: :func:`_start` (data, parameters, optimiser) or :func:`_resume`
+    from ``checkpoint`` (whose identity must match: experiment, settings and
+    members, else :class:`~repro.checkpoint.CheckpointMismatch`); then per step
+    :func:`_update`, at log-spaced steps :func:`_evaluate` (kept on the device)
+    and, with ``early_stop``, :func:`_generalised_and_stayed`; a checkpoint
+    every ``checkpoint_every`` steps; :func:`_history` at the end.
+    ``interrupt_at`` stops after that step (to test resuming).
+    """
+    device = get_device(settings.device)
+    loop = _start(runs, settings, device)
+    identity = checkpoint_identity(experiment, runs, settings)
+    saved = load_checkpoint(checkpoint, identity, map_location=device) if checkpoint else None
+    progress = Progress(settings.steps, experiment, stream=stream, start=saved["step"] if saved else 0)
+    if saved is not None:
+        _resume(loop, saved)
+        progress.log(f"resumed from {checkpoint} at step {loop.step}")
+    for v in loop.params.values():
         v.requires_grad_(True)
-
-    def evaluate(e: int) -> None:
-        with torch.no_grad():
-            w_all = torch.ones_like(data.answers, dtype=torch.float)
-            logits = forward(params, data.tokens, shape)
-            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), data.answers.reshape(-1),
-                                 reduction="none").view_as(data.answers)
-            correct = (logits.argmax(-1) == data.answers).float()
-            for j, (mask, what) in enumerate([(data.train, correct), (data.val, correct),
-                                              (data.train, ce), (data.val, ce)]):
-                mw = mask.float() * w_all
-                evals[j, :, e] = (what * mw).sum(1) / mw.sum(1).clamp_min(1)
-
-    t0 = last_log = time.time()
-    e_next = int((at <= start).sum())
-    step = start
-    for step in range(start + 1, steps + 1):
-        tok, ans, w = fb if full else sample_batch(data, bs, gen)
-        total, _, _ = loss_and_accuracy(params, tok, ans, w, shape)
-        grads = torch.autograd.grad(total, list(params.values()))
-        adamw_update(params, dict(zip(params.keys(), grads)), state, opt, wd, anchor)
-        if e_next < E and step == int(at[e_next]):
-            evaluate(e_next)
-            e_next += 1
-            if cfg.early_stop:
-                val = evals[1, :, :e_next]
-                done = (val >= 0.99).any(1)
-                if bool(done.all()):
-                    first = torch.where(val >= 0.99, at[:e_next].float(), float("inf")).amin(1)
-                    if step >= 1.5 * float(first.max()) and bool((val[:, -1] >= 0.99).all()):
-                        break
-            now = time.time()
-            if now - last_log > log_every_s:
-                last_log = now
-                print(f"  step {step}/{steps}  {step / (now - t0 + 1e-9):.0f} steps/s  "
-                      f"train acc {evals[0, :, e_next - 1].mean():.3f}  val acc {evals[1, :, e_next - 1].mean():.3f}  "
-                      f"generalised {int((evals[1, :, e_next - 1] >= 0.99).sum())}/{M}", file=stream, flush=True)
-        if ckpt and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save(_checkpoint_state({k: v.detach() for k, v in params.items()}, init, state, gen, evals, step,
-                                         identity), tmp)
-            tmp.replace(ckpt)
-        if interrupt_at is not None and step >= interrupt_at:
-            break
-    wall = time.time() - t0
-    keep = at <= step
-    hist = History(runs, at[keep].cpu(), *(evals[j][:, keep].cpu() for j in range(4)),
-                   params={k: v.detach().cpu() for k, v in params.items()},
-                   init={k: v.cpu() for k, v in init.items()}, wall_time_s=wall, steps_done=step)
-    print(f"  trained {M} models for {step} steps in {wall:.1f}s; generalised (val>=99%): "
-          f"{sum(not math.isnan(s) for s in hist.val_99)}/{M}", file=stream, flush=True)
+    t0 = time.time()
+    e_next, E, M = loop.n_evaluated, len(loop.at), len(runs)
+    with progress:
+        for step in range(loop.step + 1, settings.steps + 1):
+            _update(loop, settings)
+            loop.step = step
+            if e_next < E and step == int(loop.at[e_next]):
+                _evaluate(loop, e_next)
+                e_next += 1
+                if settings.early_stop and _generalised_and_stayed(loop):
+                    break
+                progress.update(step, **{"train acc": float(loop.evals[0, :, e_next - 1].mean()),
+                                         "val acc": float(loop.evals[1, :, e_next - 1].mean()),
+                                         "generalised": f"{int((loop.evals[1, :, e_next - 1] >= 0.99).sum())}/{M}"})
+            if checkpoint and settings.checkpoint_every and step % settings.checkpoint_every == 0:
+                save_checkpoint(checkpoint, _checkpoint_state(loop), identity)
+            if interrupt_at is not None and step >= interrupt_at:
+                break
+        progress.update(loop.step)
+    hist = _history(loop, runs, time.time() - t0, settings.steps)
+    progress.log(f"trained {M} models for {loop.step} steps in {hist.wall_time_s:.1f}s; generalised "
+                 f"(val>=99%): {sum(not math.isnan(s) for s in hist.val_99)}/{M}")
     return hist
 
 
