@@ -171,46 +171,40 @@ class Less(Greater):
 
 @dataclass(frozen=True)
 class Above(Rule):
-    """The mean of per-seed ``values`` exceeds ``threshold`` by more than ``z`` standard errors."""
+    """The mean of per-seed ``values`` exceeds ``threshold`` by more than ``z`` standard errors.
+
+    ``yes`` when mean − z·se > threshold (with at least ``min_seeds`` seeds),
+    ``within noise`` when only the mean is beyond it, ``no`` otherwise;
+    :class:`Below` is the same rule in the other direction.
+    """
 
     what: str = "value"
     threshold: float = 0.0
     z: float = 2.0
     min_seeds: int = 3
+    sign = 1  # +1: above the threshold is claimed; -1: below
 
     def describe(self) -> str:
-        return f"mean {self.what} > {fmt(self.threshold)} by more than {fmt(self.z)} s.e., ≥ {self.min_seeds} seeds"
+        rel = ">" if self.sign > 0 else "<"
+        return (f"mean {self.what} {rel} {fmt(self.threshold)} by more than {fmt(self.z)} s.e., "
+                f"≥ {self.min_seeds} seeds")
 
     def decide(self, values) -> Verdict:
         xs = _seeds("values", values)
         m, se, n = mean_se(xs)
         if n == 0:
             return Verdict(NO, "no finite values", "", 0)
-        outcome = YES if m - self.z * se > self.threshold else (NOISE if m > self.threshold else NO)
+        beyond = self.sign * (m - self.threshold)
+        outcome = YES if beyond > self.z * se else (NOISE if beyond > 0 else NO)
         return Verdict(self._enough(outcome, n), f"{self.what} {_pm(xs)} (n={n})",
                        f"{fmt(self.z)} s.e. = {fmt(self.z * se)}", n)
 
 
 @dataclass(frozen=True)
-class Below(Rule):
-    """The mean of per-seed ``values`` is below ``threshold`` by more than ``z`` standard errors."""
+class Below(Above):
+    """The mean of per-seed ``values`` is below ``threshold`` by more than ``z`` standard errors (see :class:`Above`)."""
 
-    what: str = "value"
-    threshold: float = 0.0
-    z: float = 2.0
-    min_seeds: int = 3
-
-    def describe(self) -> str:
-        return f"mean {self.what} < {fmt(self.threshold)} by more than {fmt(self.z)} s.e., ≥ {self.min_seeds} seeds"
-
-    def decide(self, values) -> Verdict:
-        xs = _seeds("values", values)
-        m, se, n = mean_se(xs)
-        if n == 0:
-            return Verdict(NO, "no finite values", "", 0)
-        outcome = YES if m + self.z * se < self.threshold else (NOISE if m < self.threshold else NO)
-        return Verdict(self._enough(outcome, n), f"{self.what} {_pm(xs)} (n={n})",
-                       f"{fmt(self.z)} s.e. = {fmt(self.z * se)}", n)
+    sign = -1
 
 
 @dataclass(frozen=True)
