@@ -35,22 +35,28 @@ def smoke_run(smoke_dir):
 
 
 @pytest.fixture(scope="session")
-def smoke_site(smoke_run, tmp_path_factory) -> Path:
+def smoke_site(request, tmp_path_factory) -> Path:
     """``_build/html`` of the site built (warnings as errors) from every chapter's smoke run, once per session.
 
     ``REPRO_SITE_HTML=_build/html`` checks an existing build instead (e.g. after ``make book``).
     """
-    from repro.book import ChapterOutcome, build_site, stage_site
+    from repro.book import build_site, stage_site
 
     given = os.environ.get("REPRO_SITE_HTML")
     if given:
         return Path(given).resolve()
-    outcomes = []
-    for name in _chapter_names():
-        res = smoke_run(name)
-        outcomes.append(ChapterOutcome(name, "smoke", "executed", res.wall_time_s, 0, 0, res.out))
+    outcomes = request.getfixturevalue("smoke_outcomes")
     out = tmp_path_factory.mktemp("browser-site")
     return build_site(stage_site(outcomes, out / "src"), out, strict=True)
+
+
+@pytest.fixture(scope="session")
+def smoke_outcomes(smoke_run) -> list:
+    """Every chapter's smoke run as the ``ChapterOutcome`` list that the site and PDF builders take."""
+    from repro.book import ChapterOutcome
+
+    return [ChapterOutcome(name, "smoke", "executed", res.wall_time_s, 0, 0, res.out)
+            for name, res in ((n, smoke_run(n)) for n in _chapter_names())]
 
 
 def _chapter_names() -> list[str]:

@@ -12,7 +12,6 @@ import subprocess
 
 import pytest
 
-from repro.book import ChapterOutcome
 from repro.catalog import all_chapters
 from repro.paths import repo_root
 from repro.site_check import missing_requirements
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.site
 
 
 @pytest.fixture(scope="module")
-def book_pdf(smoke_run, tmp_path_factory):
+def book_pdf(smoke_outcomes, tmp_path_factory):
     why = missing_requirements()
     if why:
         pytest.skip(f"PDF test skipped: {why}")
@@ -29,12 +28,8 @@ def book_pdf(smoke_run, tmp_path_factory):
         pytest.skip("PDF test skipped: needs poppler-utils (`apt-get install -y poppler-utils`)")
     from repro.pdf import build_pdf
 
-    outcomes = []
-    for ch in all_chapters():
-        res = smoke_run(ch.name)
-        outcomes.append(ChapterOutcome(ch.name, "smoke", "executed", res.wall_time_s, 0, 0, res.out))
     out = tmp_path_factory.mktemp("pdf")
-    return build_pdf(outcomes, out / "pdf", work=out / "work")
+    return build_pdf(smoke_outcomes, out / "pdf", work=out / "work")
 
 
 def _text(pdf) -> str:

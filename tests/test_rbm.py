@@ -19,18 +19,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny ops: see confte
 
 
 def _random_rbm(V, H, scale=1.0, seed=0) -> R.RBM:
-    g = torch.Generator().manual_seed(seed)
-    return R.RBM(torch.randn(V, H, generator=g, dtype=D) * scale, torch.randn(V, generator=g, dtype=D) * scale,
-                 torch.randn(H, generator=g, dtype=D) * scale)
+    return raise_ex.random_rbm(V, H, scale, torch.Generator().manual_seed(seed))
 
 
-def _brute_log_Z(rbm: R.RBM) -> float:
-    """Sum exp(-E(v, h)) over every joint state, both layers enumerated."""
-    V, H = rbm.n_visible, rbm.n_hidden
-    v = R.binary_states(0, 2**V, V)  # [2^V, V]
-    h = R.binary_states(0, 2**H, H)  # [2^H, H]
-    neg_E = (v @ rbm.b)[:, None] + (h @ rbm.c)[None, :] + v @ rbm.W @ h.T  # [2^V, 2^H]
-    return float(torch.logsumexp(neg_E.reshape(-1), 0))
+_brute_log_Z = raise_ex.brute_force_log_Z  # both layers enumerated: the plain reference
 
 
 def _all_visible_probs(rbm: R.RBM) -> tuple[torch.Tensor, torch.Tensor]:
