@@ -47,7 +47,7 @@ def test_site_builds_without_warnings(smoke_site):
     assert "Reproducible papers" in intro
     for name in CHAPTERS:
         page = (html / "book" / f"{name}.html").read_text()
-        assert "scorecard" in page.lower() and "Implementation checks" in page
+        assert "scorecard" in page.lower() and "Findings of the paper" in page
     status = (html / "book" / "status.html").read_text()
     assert "Reproduction status" in status
     assert all(f'href="{name}.html"' in status for name in CHAPTERS), "the status page links every chapter"

@@ -417,7 +417,7 @@ def test_paper_profile_constructs_and_steps_on_tiny_mnist(tmp_path):
     data, x_test = load_data(cfg)
     assert data.dim == 784 and x_test.shape == (2, 784)
     for n_layers in cfg.layers:
-        model = IWAE(architecture(cfg, n_layers, data.dim), 2, seeds=cfg.seeds * 2, x_mean=data.train.mean(0))
+        model = IWAE(architecture(cfg, n_layers, data.dim), 2, seeds=cfg.seeds[:1] * 2, x_mean=data.train.mean(0))
         hist = train(model, data.train, max(cfg.ks), [False, True], [(1, schedule(cfg)[0][1])], cfg.batch_size,
                      adam_settings(cfg), checkpoint=tmp_path / "ckpt" / f"L{n_layers}.pt",
                      identity=training_identity(cfg, "tiny", n_layers))
