@@ -111,44 +111,52 @@ def prepare(name: str, profile: str = "book", overrides: dict[str, Any] | None =
     return chapter, config
 
 
-def run_chapter(name: str, profile: str = "book", overrides: dict[str, Any] | None = None,
-                out: str | Path | None = None, *, stream=None, timeout_s: float | None = None) -> RunResult:
-    """Execute chapter ``name`` at ``profile``; return where its outputs went.
-
-    Raises ChapterError / ConfigError before any work if the request is bad,
-    and ChapterFailed (naming the cell) if the notebook raises.
-    """
-    import jupytext
-    import papermill as pm
-    from papermill.engines import papermill_engines
-    from papermill.exceptions import PapermillExecutionError
-
-    overrides = dict(overrides or {})
-    chapter, config = prepare(name, profile, overrides)
+def _output_folder(out: str | Path | None, name: str, profile: str) -> Path:
+    """The run's output folder: new or empty (earlier runs are never written into)."""
     out = Path(out) if out else default_out(name, profile)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"output folder {out} exists and is not empty; choose another --out "
                           "(earlier runs are never overwritten)")
     out.mkdir(parents=True, exist_ok=True)
-    out = out.resolve()
-    stream = stream or sys.stderr
+    return out.resolve()
+
+
+class _RunEnvironment:
+    """Sets the variables the chapter's kernel reads (run folder, repository, inline plots); restores them."""
+
+    KEYS = ("REPRO_RUN_DIR", "REPRO_ROOT", "MPLBACKEND")
+
+    def __init__(self, out: Path):
+        self.values = {"REPRO_RUN_DIR": str(out), "REPRO_ROOT": str(repo_root()),
+                       "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+
+    def __enter__(self):
+        self.before = {k: os.environ.get(k) for k in self.KEYS}
+        os.environ.update(self.values)
+        return self
+
+    def __exit__(self, *exc):
+        for k, v in self.before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _execute(chapter: Chapter, name: str, profile: str, typed: dict, out: Path, stream, timeout_s) -> Path:
+    """Papermill the chapter into ``out``; cell output to run.log and the console.  Returns the notebook."""
+    import jupytext
+    import papermill as pm
+    from papermill.engines import papermill_engines
+    from papermill.exceptions import PapermillExecutionError
+
     executed = out / f"{name}.ipynb"
-    log_path = out / "run.log"
     prefix = f"[{name} {profile}]"
     papermill_engines.register("repro-progress", _progress_engine())
-
     nb = jupytext.read(chapter.path)
-    # the parameters we pass are the *validated* values, so the kernel sees typed data
-    typed = {k: getattr(config, k) for k in overrides}
-    typed = {k: list(v) if isinstance(v, tuple) else v for k, v in typed.items()}
-    env_before = {k: os.environ.get(k) for k in ("REPRO_RUN_DIR", "REPRO_ROOT", "MPLBACKEND")}
-    os.environ["REPRO_RUN_DIR"] = str(out)
-    os.environ["REPRO_ROOT"] = str(repo_root())
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     print(f"{prefix} running {chapter.path.name} -> {out}", file=stream, flush=True)
-    t0 = time.time()
     try:
-        with open(log_path, "w") as log:
+        with _RunEnvironment(out), open(out / "run.log", "w") as log:
             tee = _Tee(log, stream, prefix)
             pm.execute_notebook(
                 nb, str(executed), parameters={"profile": profile, "overrides": typed},
@@ -157,13 +165,11 @@ def run_chapter(name: str, profile: str = "book", overrides: dict[str, Any] | No
                 execution_timeout=timeout_s, progress_prefix=prefix, progress_stream=stream)
     except PapermillExecutionError as err:
         raise ChapterFailed(name, err.cell_index, err.ename, err.evalue, executed, err.source) from None
-    finally:
-        for k, v in env_before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    wall = time.time() - t0
+    return executed
+
+
+def _finish_metrics(name: str, config, typed: dict, out: Path, executed: Path, wall: float) -> dict:
+    """Add the runner's facts (wall time, parameters, overrides) to the chapter's metrics.json."""
     metrics_path = out / "metrics.json"
     if not metrics_path.exists():
         raise ChapterFailed(name, None, "MissingMetrics", "the chapter did not call run.finish()", executed)
@@ -171,8 +177,31 @@ def run_chapter(name: str, profile: str = "book", overrides: dict[str, Any] | No
     metrics.update(wall_time_s=round(wall, 2), parameters=config.to_dict(), overrides=typed,
                    notebook=executed.name, run_dir=str(out))
     metrics_path.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def run_chapter(name: str, profile: str = "book", overrides: dict[str, Any] | None = None,
+                out: str | Path | None = None, *, stream=None, timeout_s: float | None = None) -> RunResult:
+    """Execute chapter ``name`` at ``profile``; return where its outputs went.
+
+    Phases: validate the request and prepare the output folder; execute the
+    notebook through papermill; complete metrics.json and report.  Raises
+    ChapterError / ConfigError before any work if the request is bad, and
+    ChapterFailed (naming the cell) if the notebook raises.
+    """
+    overrides = dict(overrides or {})
+    chapter, config = prepare(name, profile, overrides)
+    out = _output_folder(out, name, profile)
+    stream = stream or sys.stderr
+    # the parameters we pass are the *validated* values, so the kernel sees typed data
+    typed = {k: getattr(config, k) for k in overrides}
+    typed = {k: list(v) if isinstance(v, tuple) else v for k, v in typed.items()}
+    t0 = time.time()
+    executed = _execute(chapter, name, profile, typed, out, stream, timeout_s)
+    wall = time.time() - t0
+    metrics = _finish_metrics(name, config, typed, out, executed, wall)
     budget = chapter.budget_s.get(profile)
     over = f" (over its {budget}s budget)" if budget and wall > budget else ""
-    print(f"{prefix} done in {wall:.1f}s{over}: {metrics['findings_reproduced']}/{metrics['findings_evaluated']} "
-          f"findings reproduced; outputs in {out}", file=stream, flush=True)
+    print(f"[{name} {profile}] done in {wall:.1f}s{over}: {metrics['findings_reproduced']}/"
+          f"{metrics['findings_evaluated']} findings reproduced; outputs in {out}", file=stream, flush=True)
     return RunResult(name, profile, out, executed, metrics, wall)
