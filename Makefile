@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 SEEDS    ?= 0,1,2
 CHAPTERS ?=
 
-.PHONY: book test lab run list setup clean robustness pdf FORCE
+.PHONY: book test lab run list setup clean robustness pdf handouts FORCE
 
 # Runs on every make that needs the venv (two `python -c`, cheap); rewrites
 # $(PYSTAMP) only when the venv is (re)created or its interpreter changed.
@@ -62,6 +62,10 @@ robustness: $(STAMP)
 ## make pdf: the whole book as one PDF, offline (needs chromium), into _build/pdf/
 pdf: $(STAMP)
 	$(PY) -m repro pdf --profile $(PROFILE)
+
+## make handouts: student notebooks (solutions removed) and instructor notebooks, with zips, in _build/handouts/
+handouts: $(STAMP)
+	$(PY) -m repro handouts
 
 list: $(STAMP)
 	$(PY) -m repro list

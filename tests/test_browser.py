@@ -73,6 +73,14 @@ def test_chapter_shows_math_scorecard_numbers_figures_and_downloads(site_report,
     assert rep.screenshot is not None and rep.screenshot.stat().st_size > 0
 
 
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_exercises_show_with_their_solutions_collapsed(site_report, name):
+    rep = site_report[_chapter_page(name)]
+    assert rep.exercises >= 3, f"{rep.exercises} exercises on the page"
+    assert rep.solutions >= rep.exercises, f"{rep.solutions} solutions for {rep.exercises} exercises"
+    assert rep.solutions_open == 0, f"{rep.solutions_open} solutions are open when the page loads"
+
+
 def test_navigation_reaches_every_chapter(site_report):
     """From the landing page, the sidebar links every chapter, and following links reaches every chapter page."""
     landing = site_report["index.html"]

@@ -178,7 +178,8 @@ def test_ppo_learns_cartpole(one_thread):
     trainer = Trainer(spec, torch.device("cpu"), num_updates=20)
     hist = train(trainer, progress=False)
     trainer.close()
-    first = np.nanmean([h["return_mean"] for h in hist[:2]])
-    last = np.nanmean([h["return_mean"] for h in hist[-3:]])
+    assert set(hist) >= {"update", "global_step", "return_mean"} and len(hist["update"]) == 20
+    first = np.nanmean(hist["return_mean"][:2])
+    last = np.nanmean(hist["return_mean"][-3:])
     assert first < 50            # a random policy balances for ~20 steps
     assert last > 120, (first, last)

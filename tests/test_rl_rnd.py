@@ -11,13 +11,13 @@ import sys
 
 from repro.chapters.rnd.config import CLAIMS, PAPER_MIN_SEEDS, RNDConfig
 from repro.chapters.rnd.experiments import (montezuma_probe, per_seed, rl_run, run_identity, run_method,
-                                            tail_return)
+                                            tail_return, tail_start)
 from repro.checkpoint import CheckpointMismatch, load_checkpoint, make_identity, save_checkpoint
 from repro.config import ConfigError
 from repro.rl.envs import env_factory, info_array, make_vector_env, rooms_all_states, rooms_env
 from repro.rl.ppo import GridActorCritic
 from repro.rl.rnd import RND, RNDNetworks, intrinsic_reward, keep_fraction, predictor_loss
-from repro.rl.trainer import Trainer, train
+from repro.rl.trainer import Trainer, columns, train
 from repro.scorecard import FINDING, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Scorecard
 
 
@@ -198,7 +198,8 @@ def test_run_method_resumes_through_the_chapter_identity(tmp_path):
     ckpt = tmp_path / "ppo-seed1.pt"
     a = run_method(cfg, "ppo", 1, torch.device("cpu"), checkpoint=ckpt)       # writes after every update
     b = run_method(cfg, "ppo", 1, torch.device("cpu"), checkpoint=ckpt)       # resumes at the end: same run
-    assert [h["distinct_cells"] for h in a["history"]] == [h["distinct_cells"] for h in b["history"]]
+    np.testing.assert_equal(a["history"]["distinct_cells"], b["history"]["distinct_cells"])
+    assert len(a["history"]["distinct_cells"]) == cfg.num_updates
     assert load_checkpoint(ckpt, run_identity(cfg, "ppo", 1))["update"] == cfg.num_updates
 
 
@@ -255,20 +256,21 @@ def test_montezuma_pipeline_two_envs_one_update():
 
 
 def test_tail_return_is_episode_weighted_over_the_last_quarter():
-    h = [{"episodes": 1, "return_mean": 100.0}] * 6 + [{"episodes": 2, "return_mean": 1.0},
-                                                      {"episodes": 0, "return_mean": math.nan}]
-    assert tail_return(h) == pytest.approx(1.0)              # last 2 of 8 updates
-    h[-2] = {"episodes": 1, "return_mean": 3.0}
-    h[-3] = {"episodes": 3, "return_mean": 1.0}
-    assert tail_return(h, tail=0.375) == pytest.approx((3 + 3) / 4)
-    assert math.isnan(tail_return([{"episodes": 0, "return_mean": math.nan}]))
+    recs = [{"episodes": 1, "return_mean": 100.0}] * 6 + [{"episodes": 2, "return_mean": 1.0},
+                                                         {"episodes": 0, "return_mean": math.nan}]
+    assert tail_return(columns(recs)) == pytest.approx(1.0)              # last 2 of 8 updates
+    assert tail_start(columns(recs)) == 6
+    recs[-2] = {"episodes": 1, "return_mean": 3.0}
+    recs[-3] = {"episodes": 3, "return_mean": 1.0}
+    assert tail_return(columns(recs), tail=0.375) == pytest.approx((3 + 3) / 4)
+    assert math.isnan(tail_return(columns([{"episodes": 0, "return_mean": math.nan}])))
     runs = [{"method": "ppo", "seed": s, "wall_s": 1.0, "global_step": 10,
-             "history": [{"episodes": 1, "return_mean": float(s), "successes": s, "distinct_cells": 10 + s,
-                          "distinct_rooms": 1}]} for s in (2, 0, 1)]
+             "history": columns([{"episodes": 1, "return_mean": float(s), "successes": s, "distinct_cells": 10 + s,
+                                  "distinct_rooms": 1}])} for s in (2, 0, 1)]
     assert per_seed(runs, "ppo", "distinct_cells") == [10.0, 11.0, 12.0]
     run = {"method": "rnd", "seed": 0, "wall_s": 1.0, "global_step": 10,
-           "history": [{"episodes": 0, "return_mean": math.nan, "successes": 0, "distinct_cells": c,
-                        "distinct_rooms": 1} for c in (10, 20, 30, 30)]}
+           "history": columns([{"episodes": 0, "return_mean": math.nan, "successes": 0, "distinct_cells": c,
+                                "distinct_rooms": 1} for c in (10, 20, 30, 30)])}
     assert per_seed([run], "rnd", "coverage") == [22.5]      # area under the coverage curve / updates
     assert per_seed([run], "rnd", "distinct_cells") == [30.0]
 

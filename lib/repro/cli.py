@@ -1,4 +1,4 @@
-"""Command line: ``python -m repro {list,params,run,book,robustness,pdf}``."""
+"""Command line: ``python -m repro {list,params,run,book,robustness,pdf,handouts}``."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     pd = sub.add_parser("pdf", help="the whole book as one PDF in _build/pdf (offline; needs chromium)")
     pd.add_argument("--profile", default="book", choices=PROFILE_NAMES)
     pd.add_argument("--out", default=None, help="output folder (default _build/pdf)")
+    ho = sub.add_parser("handouts", help="student (no solutions) and instructor notebooks + zips in _build/handouts")
+    ho.add_argument("chapter", nargs="*", help="chapters (default: all)")
+    ho.add_argument("--out", default=None, help="output folder (default _build/handouts)")
     return p
 
 
@@ -85,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
             from .pdf import main as pdf_main
 
             return pdf_main(["--profile", args.profile] + (["--out", args.out] if args.out else []))
+        if args.cmd == "handouts":
+            for name in args.chapter:
+                get_chapter(name)
+            from .handouts import build_handouts
+
+            build_handouts(args.chapter or None, args.out)
+            return 0
         if args.cmd == "robustness":
             seeds = _seeds(args.seeds)
             for name in args.chapter:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 FINDING, CHECK, THEOREM = "finding", "check", "theorem"
 KINDS = (FINDING, CHECK, THEOREM)
@@ -118,6 +118,16 @@ def _seeds(name: str, values: Any) -> list[float]:
     return out
 
 
+def _one_sample(rule: Rule, values, outcome: Callable[[float, float], str], margin_prefix: str) -> Verdict:
+    """The rules on one list of per-seed values: ``outcome(mean, s.e.)`` decides, with the shared report."""
+    xs = _seeds("values", values)
+    m, se, n = mean_se(xs)
+    if n == 0:
+        return Verdict(NO, "no finite values", "", 0)
+    return Verdict(rule._enough(outcome(m, se), n), f"{rule.what} {_pm(xs)} (n={n})",
+                   f"{margin_prefix}{fmt(rule.z)} s.e. = {fmt(rule.z * se)}", n)
+
+
 @dataclass(frozen=True)
 class Greater(Rule):
     """Mean of ``a`` exceeds mean of ``b`` by more than ``z`` standard errors of the difference.
@@ -190,14 +200,11 @@ class Above(Rule):
                 f"≥ {self.min_seeds} seeds")
 
     def decide(self, values) -> Verdict:
-        xs = _seeds("values", values)
-        m, se, n = mean_se(xs)
-        if n == 0:
-            return Verdict(NO, "no finite values", "", 0)
+        return _one_sample(self, values, self._outcome, "")
+
+    def _outcome(self, m: float, se: float) -> str:
         beyond = self.sign * (m - self.threshold)
-        outcome = YES if beyond > self.z * se else (NOISE if beyond > 0 else NO)
-        return Verdict(self._enough(outcome, n), f"{self.what} {_pm(xs)} (n={n})",
-                       f"{fmt(self.z)} s.e. = {fmt(self.z * se)}", n)
+        return YES if beyond > self.z * se else (NOISE if beyond > 0 else NO)
 
 
 @dataclass(frozen=True)
@@ -226,14 +233,11 @@ class Within(Rule):
                 f"≥ {self.min_seeds} seeds")
 
     def decide(self, values) -> Verdict:
-        xs = _seeds("values", values)
-        m, se, n = mean_se(xs)
-        if n == 0:
-            return Verdict(NO, "no finite values", "", 0)
+        return _one_sample(self, values, self._outcome, f"tolerance {fmt(self.tol)}; ")
+
+    def _outcome(self, m: float, se: float) -> str:
         dev = abs(m - self.target)
-        outcome = YES if dev + self.z * se < self.tol else (NOISE if dev < self.tol else NO)
-        return Verdict(self._enough(outcome, n), f"{self.what} {_pm(xs)} (n={n})",
-                       f"tolerance {fmt(self.tol)}; {fmt(self.z)} s.e. = {fmt(self.z * se)}", n)
+        return YES if dev + self.z * se < self.tol else (NOISE if dev < self.tol else NO)
 
 
 @dataclass(frozen=True)

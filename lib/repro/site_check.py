@@ -144,6 +144,11 @@ async () => {
     typeset: math.filter(m => m.querySelector('mjx-container')).length,
     mathErrors: Array.from(main.querySelectorAll('mjx-merror')).map(e => e.getAttribute('data-mjx-error') || e.textContent),
     scorecards: main.querySelectorAll('table.scorecard').length,
+    exercises: main.querySelectorAll('.exercise').length,
+    solutions: main.querySelectorAll('.solution').length,
+    // a solution is open if anything but its title takes up space on the page
+    solutionsOpen: Array.from(main.querySelectorAll('.solution')).filter(s => Array.from(s.children)
+      .filter(c => !c.classList.contains('admonition-title')).some(c => c.offsetHeight > 0)).length,
     glueSpans: main.querySelectorAll('span.pasted-text, span.pasted-inline, div.pasted-inline, .pasted-text').length,
     links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
     navLinks: Array.from(nav.querySelectorAll('a[href]')).map(a => a.href),
@@ -173,6 +178,9 @@ class PageReport:
     mathjax: str = ""  # why MathJax did not run, or ""
     raw_math: list[str] = field(default_factory=list)
     scorecards: int = 0
+    exercises: int = 0
+    solutions: int = 0
+    solutions_open: int = 0  # solutions whose body is visible without a click
     glue_spans: int = 0
     glue_left: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)      # same-site pages linked from this page
@@ -248,6 +256,8 @@ def check_page(ctx, blocked: list[str], base: str, path: str, screenshot_dir: Pa
         rep.n_math, rep.n_typeset, rep.math_errors = facts["math"], facts["typeset"], facts["mathErrors"]
         rep.raw_math = _snippets(text, _RAW_MATH)
         rep.scorecards, rep.glue_spans = facts["scorecards"], facts["glueSpans"]
+        rep.exercises, rep.solutions = facts["exercises"], facts["solutions"]
+        rep.solutions_open = facts["solutionsOpen"]
         rep.glue_left = _snippets(text, re.compile(r"\{glue"))
         here = page.url
         rep.links = sorted({p for u in facts["links"] if (p := _page_path(urljoin(here, u), base))})

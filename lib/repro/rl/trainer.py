@@ -362,8 +362,8 @@ def env_state(envs) -> bytes | None:
 
 def train(trainer: Trainer, checkpoint: str | Path | None = None, checkpoint_every: int = 0,
           identity: dict | None = None, on_update: Callable[[Trainer, dict], None] | None = None,
-          label: str = "rl", progress: bool = True, progress_every_s: float = 15.0) -> list[dict]:
-    """Run updates until ``trainer.num_updates``; return the history (one dict per update).
+          label: str = "rl", progress: bool = True, progress_every_s: float = 15.0) -> dict[str, np.ndarray]:
+    """Run updates until ``trainer.num_updates``; return the history as :func:`columns` (one array per field).
 
     If ``checkpoint`` exists the run resumes from it (its identity must equal
     ``identity``, by default :meth:`Trainer.identity`, else
@@ -394,4 +394,15 @@ def train(trainer: Trainer, checkpoint: str | Path | None = None, checkpoint_eve
                        cells=rec["distinct_cells"], rooms=rec["distinct_rooms"])
     if bar is not None:
         bar.close()
-    return trainer.history
+    return columns(trainer.history)
+
+
+def columns(records: list[dict]) -> dict[str, np.ndarray]:
+    """Per-update records -> one float array per field, in update order (the shape every chapter plots).
+
+    ``Trainer.history`` keeps one dict per update (what a checkpoint stores);
+    training functions across the library return histories as columns, e.g.
+    ``h["global_step"]`` against ``h["distinct_cells"]``.
+    """
+    keys = list(records[0]) if records else []
+    return {k: np.array([r.get(k, math.nan) for r in records], dtype=float) for k in keys}

@@ -162,12 +162,20 @@ def run_all(cfg: RNDConfig, device: torch.device, run_dir: str | Path | None = N
 # ---------------------------------------------------------------------------
 
 
-def tail_return(history: list[dict], tail: float = RETURN_TAIL) -> float:
+def tail_start(history: dict) -> int:
+    """Index of the first update in the last ``RETURN_TAIL`` of a history (columns, see ``rl.trainer.columns``)."""
+    n = len(history["episodes"])
+    return n - max(1, math.ceil(n * RETURN_TAIL))
+
+
+def tail_return(history: dict, tail: float = RETURN_TAIL) -> float:
     """Mean extrinsic return of the episodes that ended in the last ``tail`` of the updates (NaN if none)."""
-    k = max(1, math.ceil(len(history) * tail))
-    recs = [h for h in history[-k:] if h["episodes"] > 0]
-    n = sum(h["episodes"] for h in recs)
-    return float(sum(h["return_mean"] * h["episodes"] for h in recs) / n) if n else math.nan
+    eps, ret = np.asarray(history["episodes"], float), np.asarray(history["return_mean"], float)
+    k = max(1, math.ceil(len(eps) * tail))
+    eps, ret = eps[-k:], ret[-k:]
+    ended = eps > 0
+    n = eps[ended].sum()
+    return float((ret[ended] * eps[ended]).sum() / n) if n else math.nan
 
 
 def summarise(res: dict) -> dict:
@@ -179,9 +187,9 @@ def summarise(res: dict) -> dict:
     agent has seen the whole grid.
     """
     h = res["history"]
-    return {"distinct_cells": h[-1]["distinct_cells"], "distinct_rooms": h[-1]["distinct_rooms"],
-            "coverage": float(np.mean([x["distinct_cells"] for x in h])),
-            "successes": int(sum(x["successes"] for x in h)),
+    return {"distinct_cells": int(h["distinct_cells"][-1]), "distinct_rooms": int(h["distinct_rooms"][-1]),
+            "coverage": float(np.mean(h["distinct_cells"])),
+            "successes": int(np.sum(h["successes"])),
             "final_return": tail_return(h),
             "sps": (res["global_step"] / res["wall_s"]) if res["wall_s"] > 0 else math.nan}
 
