@@ -506,3 +506,57 @@ def test_smoke_chapter(smoke_run):
         latents = [cfg["latent_1l"]] if r["layers"] == 1 else cfg["latent_2l"]
         assert all(0 <= a <= d for a, d in zip(r["active"], latents))
         assert r["bounds"]["1"] <= -r["nll"] + 0.5
+
+
+# ---------------------------------------------------------------------------
+# One place for a decoder's densities: log_prior, log_likelihood, log_joint
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", [ARCH1, ARCH2], ids=["1 layer", "2 layers"])
+@pytest.mark.parametrize("observation", ["bernoulli", "gaussian"])
+def test_decoder_densities_match_torch_distributions(arch, observation):
+    g = torch.Generator().manual_seed(0)
+    model = IWAE(arch, 2, seeds=[0, 1], observation=observation, sigma2=0.05)
+    model.log_sigma2[1] = math.log(0.2)                       # one sigma^2 per model
+    x = torch.rand(5, arch.x_dim, generator=g)
+    if observation == "bernoulli":
+        x = torch.bernoulli(x, generator=g)
+    hs, log_q = model.sample_posterior(x, 3, g)                # hs: [2, 3, 5, d_l]
+    with torch.no_grad():
+        prior = Normal(0.0, 1.0).log_prob(hs[-1]).sum(-1)
+        for l in range(arch.n_layers - 1, 0, -1):
+            mean, log_var = model.decoders[l](hs[l]).chunk(2, -1)
+            prior = prior + Normal(mean, torch.exp(0.5 * log_var)).log_prob(hs[l - 1]).sum(-1)
+        out = model.decoders[0](hs[0])
+        if observation == "bernoulli":
+            lik = Bernoulli(logits=out).log_prob(x.expand_as(out)).sum(-1)
+        else:
+            sd = torch.exp(0.5 * model.log_sigma2).reshape(2, 1, 1, 1)
+            lik = Normal(torch.sigmoid(out), sd).log_prob(x.expand_as(out)).sum(-1)
+        torch.testing.assert_close(model.log_prior(hs), prior, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(model.log_likelihood(x, hs), lik, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(model.log_joint(x, hs), prior + lik, rtol=1e-5, atol=1e-4)
+    # the bound's weights are the joint over q, with the same samples
+    lw = model.log_weights(x, 3, torch.Generator().manual_seed(7))
+    hs2, lq2 = model.sample_posterior(x, 3, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(lw, model.log_joint(x, hs2) - lq2)
+
+
+def test_log_likelihood_broadcasts_over_chains_and_keeps_sigma_through_select_and_concat():
+    model = IWAE(ARCH1, 3, seeds=[0, 1, 2], observation="gaussian", sigma2=0.1)
+    model.log_sigma2.copy_(torch.log(torch.tensor([0.1, 0.2, 0.3])))
+    x = torch.rand(4, 12)
+    h = torch.randn(3, 6, 2, 4, 3)                            # [M, chains, extra, B, d]
+    assert model.log_likelihood(x, [h]).shape == (3, 6, 2, 4)
+    sub = model.select([2, 0])
+    torch.testing.assert_close(sub.log_sigma2, torch.log(torch.tensor([0.3, 0.1])))
+    assert sub.observation == "gaussian"
+    both = concat_models([sub, model])
+    assert both.n_models == 5 and torch.allclose(both.log_sigma2[2:], model.log_sigma2)
+    with pytest.raises(ValueError, match="observation"):
+        concat_models([model, IWAE(ARCH1, 1)])
+    with pytest.raises(ValueError, match="observation"):
+        IWAE(ARCH1, 1, observation="poisson")
+    with pytest.raises(ValueError, match="sigma2"):
+        IWAE(ARCH1, 1, observation="gaussian", sigma2=0.0)

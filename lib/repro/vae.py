@@ -215,17 +215,38 @@ def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Ten
     return torch.nn.functional.logsigmoid((2 * x - 1) * logits).sum(-1)
 
 
+OBSERVATIONS = ("bernoulli", "gaussian")
+
+
+def spherical_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_sigma2: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, sigma^2 I) summed over the last axis; ``log_sigma2`` broadcasts against the sum ([M, 1, ...])."""
+    d = x.shape[-1]
+    return -0.5 * (((x - mean) ** 2).sum(-1) * torch.exp(-log_sigma2) + d * (log_sigma2 + LOG_2PI))
+
+
 class IWAE(nn.Module):
     """M VAE/IWAE networks of one architecture (the objective is chosen at training time).
 
     Recognition:  q(h1|x) q(h2|h1) ...   Gaussian, variance = exp(net output)
-    Generative:   p(hL) = N(0, I),  p(h_{l-1}|h_l) Gaussian,  p(x|h1) Bernoulli.
+    Generative:   p(hL) = N(0, I),  p(h_{l-1}|h_l) Gaussian,  p(x|h1) the observation model:
+    ``"bernoulli"`` (logits = decoder output; binary x) or ``"gaussian"``
+    (mean = sigmoid(decoder output), fixed variance sigma^2 per model, the
+    buffer ``log_sigma2`` [M]; continuous x in [0, 1]).
+
+    The decoder's densities live in one place: :meth:`log_prior`,
+    :meth:`log_likelihood` and :meth:`log_joint` (their sum), which the IWAE
+    bound (:meth:`log_weights`) and AIS over the latents both call.
     """
 
     def __init__(self, arch: Architecture, n_models: int = 1, seeds: Sequence[int] | None = None,
-                 x_mean: torch.Tensor | None = None):
+                 x_mean: torch.Tensor | None = None, observation: str = "bernoulli", sigma2: float = 1.0):
         super().__init__()
-        self.arch, self.n_models = arch, n_models
+        if observation not in OBSERVATIONS:
+            raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
+        if not sigma2 > 0:
+            raise ValueError(f"sigma2 must be positive, got {sigma2}")
+        self.arch, self.n_models, self.observation = arch, n_models, observation
+        self.register_buffer("log_sigma2", torch.full((n_models,), math.log(sigma2)))
         ins = (arch.x_dim,) + arch.latent[:-1]
         self.encoders = nn.ModuleList([EnsembleMLP(n_models, ins[l], arch.hidden[l], 2 * arch.latent[l])
                                        for l in range(arch.n_layers)])
@@ -298,18 +319,41 @@ class IWAE(nn.Module):
             hs.append(h)
         return hs, log_q
 
-    def log_joint(self, x: torch.Tensor, hs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """log p(x, h) = log p(h_L) + sum_l log p(h_{l-1} | h_l) + log p(x | h_1): [M, k, B].
+    def log_prior(self, hs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """log p(h) = log p(h_L) + sum_l log p(h_{l-1} | h_l), with p(h_L) = N(0, I): [M, ...].
 
-        ``x`` [M, B, D] (or [B, D]); ``hs`` as returned by :meth:`sample_posterior`.
+        ``hs`` = [h_1, ..., h_L], each [M, *lead, d_l] with the same leading axes.
         """
-        x = self._per_model(x)
         log_p = -0.5 * (hs[-1] ** 2 + LOG_2PI).sum(-1)                       # prior N(0, I) on h_L
         for l in range(self.arch.n_layers - 1, 0, -1):
             mean, log_var = self._split(self.decoders[l](hs[l]))
             log_p = log_p + gaussian_log_density(hs[l - 1], mean, log_var)
-        logits = self.decoders[0](hs[0])                                     # [M, k, B, D]
-        return log_p + bernoulli_log_likelihood(x[:, None], logits)          # observation model p(x | h_1)
+        return log_p
+
+    def log_likelihood(self, x: torch.Tensor, hs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The observation model log p(x | h_1): [M, *lead, B] for ``x`` [M, B, D] (or [B, D]).
+
+        ``hs[0]`` is [M, *lead, B, d_1]; ``x`` is broadcast over the axes
+        between the model axis and the batch axis (samples, chains).
+        """
+        x = self._per_model(x)
+        out = self.decoders[0](hs[0])                                        # [M, *lead, B, D]
+        xb = x.reshape(x.shape[0], *([1] * (out.dim() - 3)), *x.shape[1:])  # [M, 1.., B, D]
+        if self.observation == "bernoulli":
+            return bernoulli_log_likelihood(xb, out)
+        log_s2 = self.log_sigma2.reshape(-1, *([1] * (out.dim() - 2)))      # [M, 1.., 1]
+        return spherical_gaussian_log_likelihood(xb, torch.sigmoid(out), log_s2)
+
+    def log_joint(self, x: torch.Tensor, hs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """log p(x, h) = :meth:`log_prior` + :meth:`log_likelihood`: [M, k, B].
+
+        ``x`` [M, B, D] (or [B, D]); ``hs`` as returned by :meth:`sample_posterior`.
+        """
+        return self.log_prior(hs) + self.log_likelihood(x, hs)
+
+    def decode_mean(self, h1: torch.Tensor) -> torch.Tensor:
+        """E[x | h_1] under the observation model (sigmoid of the decoder output for both): [M, ..., D]."""
+        return torch.sigmoid(self.decoders[0](h1))
 
     @torch.no_grad()
     def posterior_means(self, x: torch.Tensor, n_samples: int = 100,
@@ -333,20 +377,25 @@ class IWAE(nn.Module):
     def select(self, index: Sequence[int]) -> "IWAE":
         """A new ensemble holding copies of the models at ``index``."""
         index = list(index)
-        new = IWAE(self.arch, len(index), seeds=list(range(len(index))))
+        new = IWAE(self.arch, len(index), seeds=list(range(len(index))), observation=self.observation)
         with torch.no_grad():
             for p_new, p in zip(new.parameters(), self.parameters()):
                 p_new.copy_(p[index])
+            new.log_sigma2.copy_(self.log_sigma2[index])
         return new.to(next(self.parameters()).device)
 
 
 def concat_models(models: Sequence[IWAE]) -> IWAE:
     """One ensemble from several ensembles of the same architecture."""
-    arch = models[0].arch
-    new = IWAE(arch, sum(m.n_models for m in models), seeds=list(range(sum(m.n_models for m in models))))
+    arch, observation = models[0].arch, models[0].observation
+    if any(m.arch != arch or m.observation != observation for m in models):
+        raise ValueError("concat_models needs one architecture and one observation model")
+    new = IWAE(arch, sum(m.n_models for m in models), seeds=list(range(sum(m.n_models for m in models))),
+               observation=observation)
     with torch.no_grad():
         for p_new, *ps in zip(new.parameters(), *(m.parameters() for m in models)):
             p_new.copy_(torch.cat(list(ps), 0))
+        new.log_sigma2.copy_(torch.cat([m.log_sigma2 for m in models]))
     return new.to(next(models[0].parameters()).device)
 
 
