@@ -146,7 +146,7 @@ class Architecture:
     """
 
     x_dim: int
-    hidden: tuple[int, ...]
+    hidden: tuple[int | tuple[int, ...], ...]   # per stochastic layer: one width (two layers) or the widths
     latent: tuple[int, ...]
 
     def __post_init__(self):
@@ -182,13 +182,17 @@ class EnsembleLinear(nn.Module):
 
 
 class EnsembleMLP(nn.Module):
-    """n_in -> H -> H -> n_out with tanh hidden units, one per model."""
+    """n_in -> H -> H -> n_out with tanh hidden units, one per model.
 
-    def __init__(self, n_models: int, n_in: int, hidden: int, n_out: int):
+    ``hidden`` is one width H (two hidden layers, the IWAE paper's nets) or a
+    tuple of widths, one per hidden layer (e.g. Wu et al.'s decoder
+    10-64-256-256-1024-784 is ``EnsembleMLP(M, 10, (64, 256, 256, 1024), 784)``).
+    """
+
+    def __init__(self, n_models: int, n_in: int, hidden: int | tuple[int, ...], n_out: int):
         super().__init__()
-        self.layers = nn.ModuleList([EnsembleLinear(n_models, n_in, hidden),
-                                     EnsembleLinear(n_models, hidden, hidden),
-                                     EnsembleLinear(n_models, hidden, n_out)])
+        widths = (n_in, *((hidden, hidden) if isinstance(hidden, int) else tuple(hidden)), n_out)
+        self.layers = nn.ModuleList([EnsembleLinear(n_models, a, b) for a, b in zip(widths, widths[1:])])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[M, ..., n_in] -> [M, ..., n_out] (any leading sample / batch axes after the model axis)."""
@@ -248,7 +252,9 @@ class IWAE(nn.Module):
         self.arch, self.n_models, self.observation = arch, n_models, observation
         self.register_buffer("log_sigma2", torch.full((n_models,), math.log(sigma2)))
         ins = (arch.x_dim,) + arch.latent[:-1]
-        self.encoders = nn.ModuleList([EnsembleMLP(n_models, ins[l], arch.hidden[l], 2 * arch.latent[l])
+        # a tuple of widths is the decoder's (latent -> ... -> x); the encoder mirrors it (x -> ... -> latent)
+        enc_hidden = [h if isinstance(h, int) else tuple(reversed(h)) for h in arch.hidden]
+        self.encoders = nn.ModuleList([EnsembleMLP(n_models, ins[l], enc_hidden[l], 2 * arch.latent[l])
                                        for l in range(arch.n_layers)])
         outs = (arch.x_dim,) + tuple(2 * d for d in arch.latent[:-1])
         self.decoders = nn.ModuleList([EnsembleMLP(n_models, arch.latent[l], arch.hidden[l], outs[l])
