@@ -63,9 +63,9 @@ class AISDecodersConfig(ProfileConfig):
     batch_size: int = param(64, "minibatch per model", min=2)
     lr: float = param(1e-3, "Adam learning rate (beta1 0.5) of every method", min=1e-6, max=1.0)
     train_sigma2: float = param(0.02, "the VAE's observation variance while training", min=1e-6)
-    sigma2_grid: tuple[float, ...] = param((0.005, 0.01, 0.02, 0.05, 0.1), "observation variances tried per "
-                                           "model on validation data", min=1e-6)
-    ais_K: int = param(500, "intermediate distributions of the Table 2 AIS runs (paper: 10,000)", min=2)
+    sigma2_grid: tuple[float, ...] = param((0.005, 0.01, 0.02, 0.05, 0.1, 0.2), "observation variances tried "
+                                           "per model on validation data", min=1e-6)
+    ais_K: int = param(1000, "intermediate distributions of the Table 2 AIS runs (paper: 10,000)", min=2)
     ais_chains: int = param(4, "AIS chains per example (paper: 16)", min=2)
     n_eval: int = param(48, "test (and training) examples evaluated by AIS", min=2)
     K_sweep: tuple[int, ...] = param((10, 30, 100, 300), "intermediate distributions of the BDMC sweep", min=2)
