@@ -43,6 +43,24 @@ def add_markdown_download(app, pagename, templatename, context, doctree):
             })
 
 
+def inherit_html_handlers(app) -> None:
+    """Give the ``singlehtml`` builder (``make pdf``) every node handler registered for ``html``.
+
+    Sphinx looks handlers up by builder name and falls back to the format
+    (``html``) only when no extension registered anything for the name.
+    sphinx-exercise registers its nodes for ``singlehtml`` explicitly, which
+    switches the fallback off, so nodes registered for ``html`` only (e.g.
+    sphinx-jupyterbook-latex's ``HiddenCellNode``) became unknown there.
+    """
+    if app.builder.name != "singlehtml":
+        return
+    handlers = app.registry.translation_handlers
+    single = handlers.setdefault("singlehtml", {})
+    for node_name, visitors in handlers.get("html", {}).items():
+        single.setdefault(node_name, visitors)
+
+
 def setup(app):
     app.connect("html-page-context", add_markdown_download, priority=600)  # the theme's buttons come at 501
+    app.connect("builder-inited", inherit_html_handlers)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
