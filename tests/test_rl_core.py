@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from repro.rl.normalise import RewardForwardFilter, RunningMeanStd, merge_moments
-from repro.rl.ppo import PPOSettings, gae, ppo_loss
+from repro.rl.ppo import MLPActorCritic, PPOSettings, gae, ppo_loss
 
 
 def gae_plain(rewards, values, dones, last_values, gammas, lam, episodic):
@@ -183,3 +183,23 @@ def test_ppo_learns_cartpole(one_thread):
     last = np.nanmean(hist["return_mean"][-3:])
     assert first < 50            # a random policy balances for ~20 steps
     assert last > 120, (first, last)
+
+
+def test_ppo_with_cleanrl_defaults_learns_cartpole(one_thread):
+    """CleanRL's ppo.py defaults, 50k steps, seed 1: separate actor and critic reach a final return near 200
+    (measured 198-226 over seeds 1-3); the old shared-body network reached 34-37, so the bar of 100 fails a
+    core with that defect (see ``python -m repro.rl.benchmark`` for the 100k-step comparison with CleanRL)."""
+    from repro.rl.benchmark import run
+
+    sps, ret = run(seed=1, total_steps=50_000)
+    assert ret > 100, ret
+    assert sps > 500, sps
+
+
+def test_mlp_actor_critic_keeps_policy_and_value_apart():
+    net = MLPActorCritic((4,), 2, n_streams=1, hidden=8)
+    obs = torch.randn(5, 4)
+    logits, values = net(obs)
+    values.sum().backward()
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in list(net.actor.parameters()) + list(net.pi.parameters()))
+    assert all(p.grad is not None for p in net.critic.parameters())
