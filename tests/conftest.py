@@ -79,3 +79,19 @@ def one_torch_thread():
 
 def pytest_configure(config):
     os.environ.setdefault("REPRO_ROOT", str(ROOT))
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path) -> Path:
+    """A data root whose ``mnist/`` holds random 28x28 IDX files (40 training, 4 test images); returns the root."""
+    import numpy as np
+
+    from repro.data import write_idx
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mnist"
+    root.mkdir()
+    for split, n in (("train", 40), ("t10k", 4)):
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
+    return tmp_path

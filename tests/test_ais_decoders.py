@@ -13,7 +13,6 @@ import torch
 from repro.chapters.ais_decoders import experiments as ex
 from repro.chapters.ais_decoders.config import CLAIMS, METHODS, AISDecodersConfig
 from repro.config import ConfigError
-from repro.data import write_idx
 from repro.decoders import (METHODS as LIB_METHODS, DecoderEnsemble, DecoderTraining, choose_bandwidth, dequantise,
                             mmd2, parzen_log_density)
 from repro.scorecard import FINDING, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Scorecard
@@ -134,14 +133,8 @@ def test_misordered_pairs_counts_disagreements():
     assert ex.misordered_pairs({2: r2}, 0) == 0
 
 
-def test_paper_profile_constructs_and_steps_on_tiny_mnist(tmp_path):
-    rng = np.random.default_rng(0)
-    root = tmp_path / "mnist"
-    root.mkdir()
-    for split, n in (("train", 40), ("t10k", 4)):
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
-    cfg = AISDecodersConfig.for_profile("paper", data_root=str(tmp_path), n_train=20, n_valid=10, n_eval=2,
+def test_paper_profile_constructs_and_steps_on_tiny_mnist(tiny_mnist, tmp_path):
+    cfg = AISDecodersConfig.for_profile("paper", data_root=str(tiny_mnist), n_train=20, n_valid=10, n_eval=2,
                                         steps=1, batch_size=4, n_seeds=1, device="cpu")
     data = ex.load_data(cfg)
     assert data["train"].shape == (20, 784) and data["valid"].shape == (10, 784)

@@ -16,7 +16,6 @@ from repro.chapters.iwae.experiments import (adam_settings, architecture, load_d
                                              table2_per_seed, training_identity)
 from repro.checkpoint import CheckpointMismatch, make_identity
 from repro.config import ConfigError
-from repro.data import write_idx
 from repro.device import configure_threads
 from repro.scorecard import INCONCLUSIVE, NOT_EVALUATED, NOT_REPRODUCED, PASSES, REPRODUCED, Scorecard
 from repro.vae import (Architecture, IWAE, concat_models, estimate_bound, grouped_bound, importance_weights,
@@ -405,14 +404,8 @@ def test_profiles_build_and_validate():
     assert IWAEConfig.for_profile("book", ks=(1, 5), continue_passes=0).ks == (1, 5)
 
 
-def test_paper_profile_constructs_and_steps_on_tiny_mnist(tmp_path):
-    rng = np.random.default_rng(0)
-    root = tmp_path / "mnist"
-    root.mkdir()
-    for split, n in (("train", 40), ("t10k", 4)):
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
-    cfg = IWAEConfig.for_profile("paper", data_root=str(tmp_path), checkpoint_dir=str(tmp_path / "ckpt"),
+def test_paper_profile_constructs_and_steps_on_tiny_mnist(tiny_mnist, tmp_path):
+    cfg = IWAEConfig.for_profile("paper", data_root=str(tiny_mnist), checkpoint_dir=str(tmp_path / "ckpt"),
                                  device="cpu", max_test=2)
     data, x_test = load_data(cfg)
     assert data.dim == 784 and x_test.shape == (2, 784)
