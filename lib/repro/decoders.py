@@ -82,6 +82,12 @@ class DecoderHistory:
     seconds: float = 0.0
 
 
+def prior_samples(model: IWAE, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` draws of z ~ N(0, I) for every model of a one-latent-layer ensemble: [M, n, d]."""
+    return torch.randn(model.n_models, n, model.arch.latent[0], generator=generator,
+                       device=model.log_sigma2.device)
+
+
 class DecoderEnsemble:
     """M decoders (``methods[m]`` in METHODS) sharing one architecture, plus the GANs' discriminators."""
 
@@ -115,8 +121,7 @@ class DecoderEnsemble:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` samples (decoder means) of every model: [M, n, D]."""
-        z = torch.randn(self.n_models, n, self.arch.latent[0], generator=generator, device=self.device)
-        return self.model.decode_mean(z)
+        return self.model.decode_mean(prior_samples(self.model, n, generator))
 
     def losses(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-model generator losses [M] and the discriminators' loss (None without GANs) for batches x [M, N, D]."""

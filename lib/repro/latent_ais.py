@@ -28,13 +28,13 @@ chain's step size at every intermediate distribution with adaptation off
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 from .ais import HMC, AnnealingPath, ais, log_mean_exp, reverse_anneal
+from .vae import gaussian_log_density
 
 LatentFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -215,6 +215,4 @@ def bdmc_latent(log_prior: LatentFn, log_likelihood: LatentFn, z_exact: torch.Te
 
 def gaussian_posterior_log_density(mean: torch.Tensor, log_var: torch.Tensor) -> LatentFn:
     """``log q(z|x)`` of a diagonal Gaussian encoder with ``mean``/``log_var`` [M, 1, B, d], as a function of z."""
-    def log_q(z: torch.Tensor) -> torch.Tensor:
-        return -0.5 * (((z - mean) ** 2) * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
-    return log_q
+    return lambda z: gaussian_log_density(z, mean, log_var)

@@ -23,7 +23,8 @@ from repro.ais import sigmoidal_schedule
 from repro.chapters.ais_decoders.config import METHODS, AISDecodersConfig
 from repro.checkpoint import load_checkpoint, make_identity, save_checkpoint
 from repro.data import load_images
-from repro.decoders import DecoderEnsemble, DecoderTraining, choose_bandwidth, dequantise, parzen_log_density
+from repro.decoders import (DecoderEnsemble, DecoderTraining, choose_bandwidth, dequantise, parzen_log_density,
+                            prior_samples)
 from repro.latent_ais import HMCSettings, ais_latent, bdmc_latent
 from repro.seed import generator
 from repro.vae import Architecture, iwae_bound
@@ -94,7 +95,7 @@ def _fns(model, x: torch.Tensor):
     return (lambda z: model.log_prior([z])), (lambda z: model.log_likelihood(x, [z]))
 
 
-def ais_estimate(model, x: torch.Tensor, cfg: AISDecodersConfig, K: int, chains: int, gen, *, keep_z=False):
+def ais_estimate(model, x: torch.Tensor, cfg: AISDecodersConfig, K: int, chains: int, gen):
     """AIS from the prior for every model on x [M, B, D] (or [B, D]): the LatentAIS result."""
     x = x.expand(model.n_models, *x.shape) if x.dim() == 2 else x
     M, B, _ = x.shape
@@ -124,7 +125,7 @@ def choose_sigma2(model, valid: torch.Tensor, cfg: AISDecodersConfig, gen) -> tu
 
 def simulate(model, n: int, gen) -> tuple[torch.Tensor, torch.Tensor]:
     """(z, x) with z ~ p(z), x ~ N(decoder mean, sigma² I) per model: [M, n, d], [M, n, D]."""
-    z = torch.randn(model.n_models, n, model.arch.latent[0], generator=gen, device=model.log_sigma2.device)
+    z = prior_samples(model, n, gen)
     mean = model.decode_mean(z)
     sd = torch.exp(0.5 * model.log_sigma2).view(-1, 1, 1)
     return z, mean + sd * torch.randn(mean.shape, generator=gen, device=mean.device)
@@ -142,8 +143,7 @@ def bdmc_gap(model, cfg: AISDecodersConfig, K: int, gen, n: int) -> dict:
 
 def kde_curve(model, data: dict, cfg: AISDecodersConfig, gen, n_test: int) -> dict:
     """Parzen estimates of the test log-likelihood vs the number of model samples, bandwidth chosen on validation."""
-    samples = model.decode_mean(torch.randn(model.n_models, max(cfg.kde_samples), model.arch.latent[0],
-                                            generator=gen, device=model.log_sigma2.device))
+    samples = model.decode_mean(prior_samples(model, max(cfg.kde_samples), gen))
     valid = data["valid"].to(samples.device).expand(model.n_models, *data["valid"].shape)
     test = data["test"][:n_test].to(samples.device).expand(model.n_models, n_test, data["test"].shape[1])
     h, _ = choose_bandwidth(valid, samples, cfg.kde_bandwidths)
@@ -213,22 +213,21 @@ def run_all(cfg: AISDecodersConfig, device: torch.device, folder: str | Path) ->
     folder = Path(cfg.checkpoint_dir or folder)
     folder.mkdir(parents=True, exist_ok=True)
     sizes = list(cfg.latents)
+
+    def report(d: int, r: dict) -> dict:
+        print(f"[ais_decoders] latent size {d} done in {r['seconds']:.0f}s (training {r['train_s']:.0f}s)", flush=True)
+        return r
+
     if cfg.workers > 1 and len(sizes) > 1 and device.type == "cpu":
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(min(cfg.workers, len(sizes)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(min(cfg.workers, len(sizes)), mp_context=mp.get_context("spawn")) as pool:
             futures = {d: pool.submit(evaluate_latent, cfg, d, str(folder), "cpu", 1) for d in sizes}
-            results = {}
-            for d, fut in futures.items():
-                results[d] = fut.result()
-                print(f"[ais_decoders] latent size {d} done in {results[d]['seconds']:.0f}s "
-                      f"(training {results[d]['train_s']:.0f}s)", flush=True)
-            return results
-    results = {}
-    for d in sizes:
-        results[d] = evaluate_latent(cfg, d, str(folder), str(device))
-        print(f"[ais_decoders] latent size {d} done in {results[d]['seconds']:.0f}s "
-              f"(training {results[d]['train_s']:.0f}s)", flush=True)
-    return results
+            return {d: report(d, fut.result()) for d, fut in futures.items()}
+    return {d: report(d, evaluate_latent(cfg, d, str(folder), str(device))) for d in sizes}
+
+
+def model_indices(result: dict, method: str) -> list[int]:
+    """Positions of ``method``'s models (one per seed, in seed order) in one latent size's result."""
+    return [i for i, k in enumerate(result["methods"]) if k == method]
 
 
 def table(results: dict[int, dict]) -> list[dict]:
@@ -236,7 +235,7 @@ def table(results: dict[int, dict]) -> list[dict]:
     rows = []
     for d, r in results.items():
         for m in METHODS:
-            idx = [i for i, k in enumerate(r["methods"]) if k == m]
+            idx = model_indices(r, m)
             mean = lambda key: sum(r[key][i] for i in idx) / len(idx)  # noqa: E731
             rows.append({"method": m, "latent": d, "ais_test": mean("ais_test"), "ais_train": mean("ais_train"),
                          "bdmc_gap": sum(r["bdmc"]["gap"][i] for i in idx) / len(idx),
@@ -252,7 +251,7 @@ def per_pair(results: dict[int, dict], key_fn) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {m: [] for m in METHODS}
     for d, r in results.items():
         for m in METHODS:
-            out[m] += [key_fn(r, i) for i, k in enumerate(r["methods"]) if k == m]
+            out[m] += [key_fn(r, i) for i in model_indices(r, m)]
     return out
 
 
@@ -260,7 +259,7 @@ def misordered_pairs(results: dict[int, dict], seed_index: int) -> int:
     """For one seed: how many (latent size, method pair) KDE orders differently from AIS."""
     bad = 0
     for r in results.values():
-        idx = {m: [i for i, k in enumerate(r["methods"]) if k == m][seed_index] for m in METHODS}
+        idx = {m: model_indices(r, m)[seed_index] for m in METHODS}
         kde = r["kde"]["loglik"][-1]
         for a in range(len(METHODS)):
             for b in range(a + 1, len(METHODS)):
