@@ -203,3 +203,134 @@ def test_mlp_actor_critic_keeps_policy_and_value_apart():
     values.sum().backward()
     assert all(p.grad is None or p.grad.abs().max() == 0 for p in list(net.actor.parameters()) + list(net.pi.parameters()))
     assert all(p.grad is not None for p in net.critic.parameters())
+
+
+# ---------------------------------------------------------------------------
+# Intrinsic rewards as a plug-in; trackers; the network registry
+# ---------------------------------------------------------------------------
+
+
+def _cartpole_bonus_run(bonus, ext_coef=1.0, episodic_int=False, **kw):
+    from repro.rl.trainer import RLRun
+
+    ppo = PPOSettings(lr=1e-3, gammas=(0.99, 0.99), episodic=(True, episodic_int), adv_coefs=(ext_coef, 1.0),
+                      epochs=1, minibatches=2)
+    return RLRun(env="CartPole-v1", num_envs=2, num_steps=8, seed=0, hidden=8, ppo=ppo, bonus=bonus, **kw)
+
+
+def test_a_new_bonus_plugs_in_without_touching_the_trainer():
+    """A bonus the trainer has never heard of: its reward lands in stream 1, normalised by the running std of
+    the discounted intrinsic return; its loss is trained on PPO's minibatches; observe() sees the random walk."""
+    from dataclasses import dataclass, field
+
+    from repro.rl.bonus import BonusSettings, IntrinsicBonus, channel_view
+    from repro.rl.trainer import Trainer
+
+    class Speed:
+        """Bonus = |next cart velocity| (channel 1 of CartPole's state); a scalar weight trained to fit it."""
+
+        def __init__(self):
+            self.view_shape, self.w, self.calls = (1,), torch.nn.Parameter(torch.zeros(())), []
+
+        def view(self, obs):
+            return channel_view(obs, (1,))
+
+        def observe(self, obs_view, random_walk):
+            self.calls.append(("observe", random_walk, obs_view.shape[0]))
+
+        @torch.no_grad()
+        def bonus(self, obs_view, actions, next_obs_view):
+            assert obs_view.shape == next_obs_view.shape == (actions.shape[0], 1)
+            return next_obs_view[:, 0].abs()
+
+        def loss(self, obs_view, actions, next_obs_view):
+            self.calls.append(("loss", actions.shape[0]))
+            return (self.w - next_obs_view[:, 0].abs()).square().mean()
+
+        def parameters(self):
+            return [self.w]
+
+        def state_dict(self):
+            return {"w": self.w.detach().clone()}
+
+        def load_state_dict(self, state):
+            self.w.data.copy_(state["w"])
+
+    @dataclass(frozen=True)
+    class SpeedSettings(BonusSettings):
+        kind: str = field(default="speed", init=False)
+
+        def build(self, obs_shape, n_actions, device):
+            return Speed()
+
+    assert isinstance(Speed(), IntrinsicBonus)
+    tr = Trainer(_cartpole_bonus_run(SpeedSettings(), random_walk_steps=3), torch.device("cpu"), num_updates=2)
+    tr.random_walk()
+    assert tr.bonus.calls == [("observe", True, 3 * 2)]
+    w0 = tr.bonus.w.item()
+    tr.step()
+    st = tr.storage
+    raw = st.next_obs[:, :, 0].abs()
+    torch.testing.assert_close(st.rewards[:, :, 1], raw / tr.int_rms.std.float())
+    assert tr.bonus.calls[1] == ("observe", False, 8 * 2)
+    assert [c for c in tr.bonus.calls if c[0] == "loss"] == [("loss", 8)] * 2  # 1 epoch x 2 minibatches of 8
+    assert tr.bonus.w.item() != w0  # in the optimiser
+    assert tr.identity()["config"]["bonus"]["kind"] == "speed"
+    tr.close()
+
+
+def test_bonus_and_streams_must_agree():
+    from repro.rl.rnd import RNDSettings
+    from repro.rl.trainer import RLRun, Trainer
+
+    with pytest.raises(ValueError, match="two reward streams"):
+        one = PPOSettings(gammas=(0.99,), episodic=(True,), adv_coefs=(1.0,))
+        Trainer(RLRun(env="CartPole-v1", num_envs=1, num_steps=4, ppo=one, bonus=RNDSettings()),
+                torch.device("cpu"), 1)
+    with pytest.raises(ValueError, match="two reward streams"):
+        Trainer(_cartpole_bonus_run(None), torch.device("cpu"), 1)
+    with pytest.raises(ValueError, match="network kind"):
+        RNDSettings(net="resnet")
+
+
+def test_trackers_count_visits_and_step_shares():
+    from repro.rl.tracking import StepShare, VisitCounts
+
+    visits, share = VisitCounts("cell").build(), StepShare("tv").build()
+    info0 = {"cell": np.array([3, 3, 5]), "_cell": np.array([True, True, True])}
+    visits.update(info0, 3, reset=True)
+    share.update({"tv": np.array([1, 1, 1])}, 3, reset=True)  # a reset is not a step
+    visits.update({"cell": np.array([5, 9, 0]), "_cell": np.array([True, False, True])}, 3)
+    share.update({"tv": np.array([1, 0, 0]), "_tv": np.array([True, True, True])}, 3)
+    share.update({}, 3)  # an env without the key: not watching
+    np.testing.assert_array_equal(visits.counts, [1, 0, 0, 2, 0, 2])
+    assert visits.record() == {"distinct_cells": 3}
+    assert share.record() == {"share_tv": 1 / 6, "total_tv": 1}
+    share.update({"tv": np.array([1, 1, 0])}, 3)
+    assert share.record() == {"share_tv": 2 / 3, "total_tv": 3}  # per update; total over the run
+    other = StepShare("tv").build()
+    other.load_state_dict(share.state_dict())
+    assert other.state_dict() == share.state_dict()
+
+
+def test_network_registry():
+    from repro.rl.ppo import NETWORKS, MinAtarActorCritic, build_network, register_network
+
+    assert {"mlp", "grid", "minatar", "atari"} <= set(NETWORKS)
+    net = build_network("minatar", (4, 10, 10), 3, 2, hidden=32)
+    assert isinstance(net, MinAtarActorCritic)
+    logits, values = net(torch.zeros(5, 4, 10, 10, dtype=torch.uint8))
+    assert logits.shape == (5, 3) and values.shape == (5, 2)
+    with pytest.raises(ValueError, match="unknown network 'nope'.*registered are"):
+        build_network("nope", (4,), 2, 1)
+    with pytest.raises(ValueError, match="already registered"):
+        register_network("mlp")(lambda *a: None)
+
+
+def test_recent_return_is_episode_weighted():
+    from repro.rl.trainer import recent_return
+
+    h = {"episodes": np.array([1, 0, 3, 1]), "return_mean": np.array([100.0, np.nan, 2.0, 6.0])}
+    assert recent_return(h, 3) == (3 * 2.0 + 6.0) / 4
+    assert recent_return(h, 4) == (100 + 3 * 2.0 + 6.0) / 5
+    assert np.isnan(recent_return({"episodes": np.array([0]), "return_mean": np.array([np.nan])}, 1))

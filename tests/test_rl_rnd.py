@@ -53,12 +53,12 @@ def test_rnd_error_drops_on_seen_states_and_stays_high_on_new_ones():
     rnd = RND(tuple(obs.shape[1:]), torch.device("cpu"), "mlp", hidden=64, proportion=1.0)
     rnd.obs_rms.update(obs.float())
     opt = torch.optim.Adam(rnd.nets.predictor.parameters(), lr=1e-3)
-    before = rnd.bonus(obs)
+    before = rnd.novelty(obs)
     for _ in range(300):
         opt.zero_grad()
-        rnd.loss(obs[left]).backward()
+        rnd.state_loss(obs[left]).backward()
         opt.step()
-    after = rnd.bonus(obs)
+    after = rnd.novelty(obs)
     seen_drop = after[left].mean() / before[left].mean()
     assert seen_drop < 0.2                                  # seen states: error collapses
     new_drop = after[~left].mean() / before[~left].mean()
@@ -131,7 +131,8 @@ def test_config_validation():
     assert cfg.num_envs == 128 and cfg.num_steps == 128 and cfg.num_updates == 30_000
     s = rl_run(cfg, "rnd", 0)
     assert s.ppo.gammas == (0.999, 0.99) and s.ppo.episodic == (True, False) and s.ppo.adv_coefs == (2.0, 1.0)
-    assert s.rnd_proportion == 0.25 and s.rnd_channels == (-1,)
+    assert s.bonus.kind == "rnd" and s.bonus.proportion == 0.25 and s.bonus.channels == (-1,)
+    assert s.bonus.net == "atari" and rl_run(cfg, "ppo", 0).bonus is None
     assert rl_run(RNDConfig.for_profile("book"), "rnd_episodic", 0).ppo.episodic == (True, True)
 
 
@@ -153,7 +154,7 @@ def test_every_method_gets_the_same_random_walk():
     assert ppo.global_step == rnd.global_step == 20 * 4
     start = rooms_env(cfg.room_size, cfg.rooms_per_side).reset(seed=0)[0]
     assert any(not np.array_equal(o, start) for o in ppo.next_obs.numpy())  # the walk moved the agents
-    assert rnd.rnd.obs_rms.count.item() > 20 * 4 - 1 and ppo.rnd is None
+    assert rnd.bonus.obs_rms.count.item() > 20 * 4 - 1 and ppo.bonus is None
     for tr in trainers.values():
         tr.close()
 
@@ -183,9 +184,9 @@ def test_checkpoint_resume_gives_the_same_result(tmp_path):
     train(resumed, checkpoint=ckpt, progress=False)
     for (k, a), b in zip(full.net.state_dict().items(), resumed.net.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
-    for a, b in zip(full.rnd.nets.state_dict().values(), resumed.rnd.nets.state_dict().values()):
+    for a, b in zip(full.bonus.nets.state_dict().values(), resumed.bonus.nets.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    torch.testing.assert_close(full.rnd.obs_rms.mean, resumed.rnd.obs_rms.mean)
+    torch.testing.assert_close(full.bonus.obs_rms.mean, resumed.bonus.obs_rms.mean)
     untimed = lambda h: [{k: v for k, v in r.items() if not k.startswith("sps")} for r in h]  # noqa: E731
     np.testing.assert_equal(untimed(full.history), untimed(resumed.history))
     assert full.global_step == resumed.global_step and len(resumed.history) == 3
@@ -240,7 +241,7 @@ def test_paper_profile_construction_steps_both_methods():
         rec = tr.step()
         tr.close()
         assert all(math.isfinite(v) for k, v in rec.items() if isinstance(v, float) and k != "return_mean"), method
-        assert (tr.rnd is not None) == (method != "ppo")
+        assert (tr.bonus is not None) == (method != "ppo")
 
 
 def test_montezuma_pipeline_two_envs_one_update():

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .ppo import PPOSettings
-from .trainer import RLRun, Trainer, train
+from .trainer import RLRun, Trainer, recent_return, train
 
 # CleanRL ppo.py on this machine (issue #12): steps/s and final returns for seeds 1, 2, 3
 CLEANRL = {"steps_per_s": 5900, "final_return": {1: 283.0, 2: 248.0, 3: 204.0}}
@@ -30,10 +30,7 @@ CLEANRL_PPO = PPOSettings(lr=2.5e-4, anneal_lr=True, gammas=(0.99,), episodic=(T
 
 def final_return(history: dict, last: int = 20) -> float:
     """Episode-weighted mean return of the episodes that ended in the last ``last`` updates (NaN if none)."""
-    eps = np.asarray(history["episodes"][-last:], float)
-    ret = np.asarray(history["return_mean"][-last:], float)
-    ended = eps > 0
-    return float((ret[ended] * eps[ended]).sum() / eps[ended].sum()) if ended.any() else float("nan")
+    return recent_return(history, last)
 
 
 def run(seed: int, total_steps: int = 100_000, num_envs: int = 4, num_steps: int = 128) -> tuple[float, float]:

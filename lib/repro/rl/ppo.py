@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -185,6 +186,57 @@ class AtariActorCritic(nn.Module):
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(obs.float() / 255.0)
         return self.pi(h + self.pi_extra(h)), self.v(h + self.v_extra(h))
+
+
+class MinAtarActorCritic(nn.Module):
+    """Actor-critic for MinAtar frames [C, 10, 10] of 0/1 (Young & Tian 2019's network, two heads).
+
+    conv 16 3x3/1 (ReLU) -> flatten -> FC ``hidden`` (ReLU) -> policy logits
+    [B, A] and K values [B, K].
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], n_actions: int, n_streams: int = 1, hidden: int = 128):
+        super().__init__()
+        c, h, w = obs_shape
+        self.body = nn.Sequential(layer_init(nn.Conv2d(c, 16, 3)), nn.ReLU(), nn.Flatten(),
+                                  layer_init(nn.Linear(16 * (h - 2) * (w - 2), hidden)), nn.ReLU())
+        self.pi = layer_init(nn.Linear(hidden, n_actions), 0.01)
+        self.v = layer_init(nn.Linear(hidden, n_streams), 1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(obs.float())
+        return self.pi(h), self.v(h)
+
+
+# ---------------------------------------------------------------------------
+# The registry: a run names its network, the trainer builds it here
+# ---------------------------------------------------------------------------
+
+NETWORKS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_network(name: str):
+    """Register ``builder(obs_shape, n_actions, n_streams, hidden, obs_scale) -> nn.Module`` as ``name``."""
+    def deco(builder):
+        if name in NETWORKS:
+            raise ValueError(f"network {name!r} is already registered")
+        NETWORKS[name] = builder
+        return builder
+    return deco
+
+
+def build_network(name: str, obs_shape: tuple[int, ...], n_actions: int, n_streams: int,
+                  hidden: int = 64, obs_scale: float = 1.0) -> nn.Module:
+    """The actor-critic registered as ``name`` (``mlp``, ``grid``, ``minatar``, ``atari``, ...)."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}: registered are {', '.join(sorted(NETWORKS))}")
+    return NETWORKS[name](tuple(obs_shape), n_actions, n_streams, hidden, obs_scale)
+
+
+register_network("mlp")(lambda shape, n_act, k, hidden, scale: MLPActorCritic(shape, n_act, k, hidden, scale))
+register_network("grid")(lambda shape, n_act, k, hidden, scale: GridActorCritic(shape, n_act, k, hidden))
+register_network("minatar")(lambda shape, n_act, k, hidden, scale: MinAtarActorCritic(shape, n_act, k, hidden))
+register_network("atari")(lambda shape, n_act, k, hidden, scale: AtariActorCritic(n_act, k, frames=shape[0]))
 
 
 def act(net: nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -22,10 +22,12 @@ Shapes: B samples, C x H x W observations, D feature size.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
+from .bonus import BonusSettings, channel_view
 from .normalise import RunningMeanStd
 from .ppo import layer_init
 
@@ -97,32 +99,81 @@ class RNDNetworks(nn.Module):
         return self.predictor(x), self.target(x)
 
 
+@dataclass(frozen=True)
+class RNDSettings(BonusSettings):
+    """RND as a trainer plug-in (:mod:`repro.rl.bonus`): network kind and width, the predictor's
+    training fraction and the whitened-input clip; ``channels`` as in :class:`~repro.rl.bonus.BonusSettings`."""
+
+    net: str = "mlp"            # mlp | atari
+    hidden: int = 256
+    proportion: float = 0.25
+    obs_clip: float = 5.0
+    kind: str = field(default="rnd", init=False)
+
+    def __post_init__(self) -> None:
+        if self.net not in ("mlp", "atari"):
+            raise ValueError(f"unknown RND network kind {self.net!r}: choose mlp or atari")
+        if not 0.0 <= self.proportion <= 1.0:
+            raise ValueError(f"RND proportion must be in [0, 1], got {self.proportion}")
+
+    def build(self, obs_shape: tuple[int, ...], n_actions: int, device: torch.device) -> RND:
+        return RND(self.view_shape(obs_shape), device, self.net, self.hidden, self.proportion, self.obs_clip,
+                   channels=self.channels)
+
+
 class RND:
-    """The bonus machinery: networks, observation normaliser and the bonus for a batch."""
+    """The bonus machinery: networks, observation normaliser, the bonus and the predictor's loss.
+
+    Implements :class:`repro.rl.bonus.IntrinsicBonus`: the bonus of a
+    transition is the novelty of the state it reaches, ``bonus(s, a, s') =
+    novelty(s')``, and the loss trains the predictor on the reached states.
+    """
 
     def __init__(self, obs_shape: tuple[int, ...], device: torch.device, kind: str = "mlp",
-                 hidden: int = 256, proportion: float = 0.25, obs_clip: float = 5.0):
+                 hidden: int = 256, proportion: float = 0.25, obs_clip: float = 5.0,
+                 channels: tuple[int, ...] | None = None):
         self.nets = RNDNetworks(obs_shape, kind, hidden).to(device)
         self.obs_rms = RunningMeanStd(obs_shape, device)
         self.proportion, self.obs_clip = proportion, obs_clip
+        self.view_shape, self.channels = tuple(obs_shape), channels
+
+    def view(self, obs: torch.Tensor) -> torch.Tensor:
+        """The channels of observations [B, C, ...] the networks see."""
+        return channel_view(obs, self.channels)
 
     def whiten(self, obs: torch.Tensor) -> torch.Tensor:
         """clip((s - mu) / sigma, -5, 5) with the running per-pixel statistics (rnd-obs-norm)."""
         return self.obs_rms.normalise(obs.float(), clip=self.obs_clip)
 
+    def observe(self, obs: torch.Tensor, random_walk: bool = False) -> None:
+        """Update the observation statistics (the random walk's, then every rollout's: they keep tracking)."""
+        self.obs_rms.update(obs.float())
+
     @torch.no_grad()
-    def bonus(self, obs: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-        """Unnormalised intrinsic reward i for a batch of raw observations [B, ...] -> [B]."""
+    def novelty(self, obs: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Unnormalised intrinsic reward i of a batch of raw (viewed) states [B, ...] -> [B]."""
         out = [intrinsic_reward(*self.nets(self.whiten(o))) for o in obs.split(chunk)]
         return torch.cat(out)
 
-    def loss(self, obs: torch.Tensor) -> torch.Tensor:
-        """The predictor's loss on raw observations [B, ...] (a random ``proportion`` of them)."""
+    def bonus(self, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """The bonus of transitions (s, a, s'): the novelty of s' [B]."""
+        return self.novelty(next_obs)
+
+    def state_loss(self, obs: torch.Tensor) -> torch.Tensor:
+        """The predictor's loss on raw states [B, ...] (a random ``proportion`` of them)."""
         idx = keep_fraction(obs.shape[0], self.proportion, obs.device)
         if idx.numel() == 0:
             return torch.zeros((), device=obs.device)
         pred, target = self.nets(self.whiten(obs[idx]))  # only the kept samples are evaluated
         return predictor_loss(pred, target)
+
+    def loss(self, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """The predictor's loss on a minibatch of transitions: trained on the reached states s'."""
+        return self.state_loss(next_obs)
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The predictor's parameters (the target is frozen)."""
+        return list(self.nets.predictor.parameters())
 
     def state_dict(self) -> dict:
         """Networks and observation statistics."""

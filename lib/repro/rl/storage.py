@@ -5,8 +5,8 @@ intrinsic, ...).  Row ``t`` holds the observation ``s_t`` the policy saw, the
 action ``a_t``, its log-probability and the values ``V_k(s_t)``, and what the
 step returned: rewards ``r_{t,k}`` and ``done_t`` (the episode ended with this
 transition, terminated or truncated; ``s_{t+1}`` is then the first state of the
-next episode, SAME_STEP autoreset).  ``next_obs`` is ``s_{t+1}``, which the RND
-bonus is computed on (only its last ``rnd_channels`` channels are kept).
+next episode, SAME_STEP autoreset).  ``next_obs`` is ``s_{t+1}`` as an intrinsic
+bonus sees it (only the channels it views are kept; :mod:`repro.rl.bonus`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class RolloutStorage:
 
     def __init__(self, num_steps: int, num_envs: int, obs_shape: tuple[int, ...], num_streams: int,
                  device: torch.device, obs_dtype: torch.dtype = torch.uint8,
-                 rnd_obs_shape: tuple[int, ...] | None = None):
+                 bonus_obs_shape: tuple[int, ...] | None = None):
         T, N, K = num_steps, num_envs, num_streams
         self.T, self.N, self.K = T, N, K
         self.obs = torch.zeros((T, N, *obs_shape), dtype=obs_dtype, device=device)
@@ -27,8 +27,16 @@ class RolloutStorage:
         self.values = torch.zeros((T, N, K), device=device)
         self.rewards = torch.zeros((T, N, K), device=device)
         self.dones = torch.zeros((T, N), device=device)
-        self.next_obs = (torch.zeros((T, N, *rnd_obs_shape), dtype=obs_dtype, device=device)
-                         if rnd_obs_shape is not None else None)
+        self.next_obs = (torch.zeros((T, N, *bonus_obs_shape), dtype=obs_dtype, device=device)
+                         if bonus_obs_shape is not None else None)
+
+    def transitions(self) -> dict[str, torch.Tensor]:
+        """Observations, actions and (if stored) next observations, [T, N] flattened to [T*N]."""
+        B = self.T * self.N
+        out = {"obs": self.obs.reshape(B, *self.obs.shape[2:]), "actions": self.actions.reshape(B)}
+        if self.next_obs is not None:
+            out["next_obs"] = self.next_obs.reshape(B, *self.next_obs.shape[2:])
+        return out
 
     def flat(self, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, torch.Tensor]:
         """Everything a PPO update needs, with [T, N] flattened to [T*N]."""

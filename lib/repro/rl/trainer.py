@@ -1,17 +1,22 @@
-"""The PPO (+ optional RND) training loop, with checkpoint and resume.
+"""The PPO training loop with an optional intrinsic bonus, checkpoint and resume.
 
 One :class:`Trainer` owns everything a run needs: the vector env, the
-actor-critic, the optional :class:`~repro.rl.rnd.RND` bonus, the optimiser,
-the normalisers, the preallocated rollout storage, the visit counts and the
-history.  Its phases are explicit methods:
+actor-critic (built from the registry :data:`repro.rl.ppo.NETWORKS`), the
+optional intrinsic bonus (any :class:`repro.rl.bonus.IntrinsicBonus`, built
+from the run's :class:`~repro.rl.bonus.BonusSettings`: RND, curiosity, ...),
+the optimiser, the normalisers, the preallocated rollout storage, the trackers
+(:mod:`repro.rl.tracking`: visit counts and the like) and the history.  Its
+phases are explicit methods:
 
 1. :meth:`Trainer.random_walk` - a uniformly random agent steps every env
    (for every method, so all agents start from the same displaced positions);
-   with RND its observations initialise the observation statistics
-   {eq}`rnd-obs-norm`;
+   with a bonus its observations initialise the bonus's observation
+   statistics {eq}`rnd-obs-norm`;
 2. :meth:`Trainer.collect` - T steps of N envs into the storage;
-3. :meth:`Trainer.learn` - intrinsic rewards {eq}`rnd-bonus` normalised by
-   {eq}`rnd-rew-norm`, GAE per stream {eq}`rnd-gae`, PPO epochs {eq}`rnd-ppo`.
+3. :meth:`Trainer.learn` - intrinsic rewards (e.g. {eq}`rnd-bonus`) normalised
+   by the running std of the discounted intrinsic return {eq}`rnd-rew-norm`,
+   GAE per stream {eq}`rnd-gae`, PPO epochs {eq}`rnd-ppo` with the bonus's own
+   loss on the same minibatches.
 
 :func:`train` runs updates until ``num_updates``, reports through
 :class:`repro.progress.Progress`, saves a checkpoint every
@@ -23,8 +28,9 @@ counters, the current observations, the RNG states, the history and, for
 synchronous vector envs, the environments themselves), so a resumed run
 continues with exactly the update an uninterrupted one would have made.
 
-The visit counts (``info["cell"]``, ``info["room"]``) are gridworld/Montezuma
-bookkeeping for the chapters' exploration measures.
+Gridworld/Montezuma bookkeeping (distinct cells and rooms, the share of
+steps at a noisy TV) lives in trackers (:mod:`repro.rl.tracking`), so the
+loop itself knows nothing about any environment.
 """
 from __future__ import annotations
 
@@ -43,22 +49,29 @@ import torch
 from ..checkpoint import load_checkpoint, make_identity, save_checkpoint
 from ..progress import Progress
 from ..seed import seed_env, seed_everything
-from .envs import env_factory, info_array, make_vector_env
+from .bonus import BonusSettings, IntrinsicBonus
+from .envs import env_factory, make_vector_env
 from .normalise import RewardForwardFilter, RunningMeanStd
-from .ppo import AtariActorCritic, GridActorCritic, MLPActorCritic, PPOSettings, act, gae, ppo_update
-from .rnd import RND
+from .ppo import PPOSettings, act, build_network, gae, ppo_update
 from .storage import RolloutStorage
+from .tracking import DEFAULT_TRACKERS
 
 
 @dataclass(frozen=True)
 class RLRun:
-    """What one training run is: task, scale, networks and bonus.
+    """What one training run is: task, scale, networks, bonus and trackers.
 
-    ``ppo.gammas`` has one entry per reward stream: ``("ext",)`` for plain PPO,
-    ``("ext", "int")`` with RND.  The PPO settings give each stream's discount,
-    episodic flag and advantage weight.  ``random_walk_steps`` random-agent
-    steps per env precede training whatever the method (RND initialises its
-    observation statistics from them; the visits are not counted).
+    ``net`` names an actor-critic in :data:`repro.rl.ppo.NETWORKS` (``mlp``,
+    ``grid``, ``minatar``, ``atari``); ``hidden`` and ``obs_scale`` are its
+    settings.  ``ppo.gammas`` has one entry per reward stream: ``("ext",)``
+    for plain PPO, ``("ext", "int")`` with a ``bonus`` (e.g.
+    :class:`repro.rl.rnd.RNDSettings`, :class:`repro.rl.curiosity.CuriositySettings`).
+    The PPO settings give each stream's discount, episodic flag and advantage
+    weight (pure curiosity: extrinsic weight 0; infinite horizon: intrinsic
+    stream not episodic, see :mod:`repro.rl.bonus`).  ``random_walk_steps``
+    random-agent steps per env precede training whatever the method (a bonus
+    initialises its observation statistics from them; trackers do not count
+    them).  ``trackers`` are :mod:`repro.rl.tracking` settings.
     """
 
     env: str = "rooms"
@@ -67,21 +80,18 @@ class RLRun:
     num_steps: int = 128
     vector_mode: str = "sync"
     seed: int = 0
-    net: str = "mlp"               # mlp | grid | atari
+    net: str = "mlp"               # a name in repro.rl.ppo.NETWORKS
     hidden: int = 64
     obs_scale: float = 1.0
     ppo: PPOSettings = field(default_factory=PPOSettings)
-    use_rnd: bool = False
-    rnd_net: str = "mlp"           # mlp | atari
-    rnd_hidden: int = 256
-    rnd_proportion: float = 0.25
-    rnd_channels: tuple[int, ...] | None = None  # channels RND sees (Atari: the last frame; None: all)
+    bonus: BonusSettings | None = None
     random_walk_steps: int = 0     # random-agent steps per env before training (all methods)
     clip_ext_reward: bool = False
+    trackers: tuple = DEFAULT_TRACKERS
 
 
 class Trainer:
-    """PPO with K reward streams (and RND's bonus when ``run.use_rnd``) on a vector env.
+    """PPO with K reward streams (and an intrinsic bonus when ``run.bonus`` is set) on a vector env.
 
     ``Trainer(run, device, num_updates)`` seeds python/numpy/torch and the envs
     with ``run.seed`` and builds everything; :func:`train` drives it (or call
@@ -91,8 +101,8 @@ class Trainer:
 
     def __init__(self, run: RLRun, device: torch.device, num_updates: int):
         self.spec, self.device, self.num_updates = run, device, num_updates
-        if run.use_rnd != (run.ppo.n_streams == 2):
-            raise ValueError("RND needs exactly two reward streams (ext, int); plain PPO one")
+        if (run.bonus is not None) != (run.ppo.n_streams == 2):
+            raise ValueError("an intrinsic bonus needs exactly two reward streams (ext, int); plain PPO one")
         seed_everything(run.seed)
         self.envs = make_vector_env(env_factory(run.env, **dict(run.env_kwargs)), run.num_envs,
                                     run.vector_mode, run.seed)
@@ -106,32 +116,24 @@ class Trainer:
         self.global_step = 0
         self.ep_return = np.zeros(run.num_envs)
         self.ep_length = np.zeros(run.num_envs, np.int64)
-        self.cell_counts = np.zeros(0, np.int64)
-        self.room_counts = np.zeros(0, np.int64)
-        self._count(info)
+        self.trackers = [t.build() for t in run.trackers]
+        self._track(info, reset=True)
         self.history: list[dict] = []
 
     def _build_learner(self, n_actions: int) -> None:
-        """Actor-critic, RND (bonus, reward normaliser), optimiser and rollout storage."""
+        """Actor-critic, bonus (and its reward normaliser), optimiser and rollout storage."""
         run, device, K = self.spec, self.device, self.spec.ppo.n_streams
-        if run.net == "atari":
-            self.net = AtariActorCritic(n_actions, K, frames=self.obs_shape[0]).to(device)
-        elif run.net == "grid":
-            self.net = GridActorCritic(self.obs_shape, n_actions, K, run.hidden).to(device)
-        else:
-            self.net = MLPActorCritic(self.obs_shape, n_actions, K, run.hidden, run.obs_scale).to(device)
+        self.net = build_network(run.net, self.obs_shape, n_actions, K, run.hidden, run.obs_scale).to(device)
         params = list(self.net.parameters())
-        self.rnd_shape = self.obs_shape if run.rnd_channels is None else \
-            (len(run.rnd_channels), *self.obs_shape[1:])
-        self.rnd = None
-        if run.use_rnd:
-            self.rnd = RND(self.rnd_shape, device, run.rnd_net, run.rnd_hidden, run.rnd_proportion)
-            params += list(self.rnd.nets.predictor.parameters())
+        self.bonus: IntrinsicBonus | None = None
+        if run.bonus is not None:
+            self.bonus = run.bonus.build(self.obs_shape, n_actions, device)
+            params += list(self.bonus.parameters())
             self.int_rms = RunningMeanStd((), device)
             self.int_filter = RewardForwardFilter(run.ppo.gammas[1], run.num_envs, device)
         self.optimizer = torch.optim.Adam(params, lr=run.ppo.lr, eps=1e-5)
-        self.storage = RolloutStorage(run.num_steps, run.num_envs, self.obs_shape, K, device,
-                                      self.obs_dtype, self.rnd_shape if run.use_rnd else None)
+        self.storage = RolloutStorage(run.num_steps, run.num_envs, self.obs_shape, K, device, self.obs_dtype,
+                                      self.bonus.view_shape if self.bonus is not None else None)
 
     def identity(self, experiment: str = "rl") -> dict:
         """The checkpoint identity of this run: ``experiment``, the :class:`RLRun` and ``num_updates``."""
@@ -139,35 +141,28 @@ class Trainer:
 
     # -- bookkeeping ---------------------------------------------------------
 
-    def _count(self, info: dict) -> None:
-        """Add the agents' current cells and rooms to the visit counts (host side: envs live there)."""
-        n = self.spec.num_envs
-        for name in ("cell", "room"):
-            ids = info_array(info, name, n)
-            ids = ids[ids >= 0]
-            if len(ids) == 0:
-                continue
-            counts = getattr(self, name + "_counts")
-            if ids.max() >= len(counts):
-                counts = np.concatenate([counts, np.zeros(ids.max() + 1 - len(counts), np.int64)])
-            np.add.at(counts, ids, 1)
-            setattr(self, name + "_counts", counts)
+    def _track(self, info: dict, reset: bool = False) -> None:
+        """Feed the vector env's ``info`` to every tracker (host side: envs live there)."""
+        for t in self.trackers:
+            t.update(info, self.spec.num_envs, reset)
 
-    def rnd_view(self, obs: torch.Tensor) -> torch.Tensor:
-        """The channels of observations [B, C, ...] that the RND networks see."""
-        c = self.spec.rnd_channels
-        return obs if c is None else obs[:, list(c)]
+    def tracker(self, key: str):
+        """The tracker of ``info[key]`` (e.g. ``trainer.tracker("cell").counts``)."""
+        for t in self.trackers:
+            if t.key == key:
+                return t
+        raise KeyError(f"no tracker for {key!r}; this run tracks {[t.key for t in self.trackers]}")
 
-    # -- phase 1: a random walk (and RND's observation statistics) -----------
+    # -- phase 1: a random walk (and the bonus's observation statistics) -----
 
     def random_walk(self) -> None:
         """Step a uniformly random agent ``random_walk_steps`` steps per env, for every method.
 
         The steps count as experience (``global_step``) but not as visits.
-        With RND the observations initialise the normaliser of
-        {eq}`rnd-obs-norm` (as in the paper); without RND the walk only moves
-        the agents, so PPO starts from the same displaced positions and
-        episode clocks as the RND agents with the same seed.
+        With a bonus the observations initialise its observation statistics
+        ({eq}`rnd-obs-norm` for RND, as in the papers); without one the walk
+        only moves the agents, so PPO starts from the same displaced
+        positions and episode clocks as the bonus agents with the same seed.
         """
         if self.spec.random_walk_steps == 0:
             return
@@ -175,14 +170,14 @@ class Trainer:
         for _ in range(self.spec.random_walk_steps):
             obs, _, _, _, info = self.envs.step(self.envs.action_space.sample())
             self.global_step += self.spec.num_envs
-            if self.rnd is None:
+            if self.bonus is None:
                 continue
             buf.append(torch.as_tensor(obs, device=self.device))
             if len(buf) == self.spec.num_steps:
-                self.rnd.obs_rms.update(self.rnd_view(torch.cat(buf)).float())
+                self.bonus.observe(self.bonus.view(torch.cat(buf)), random_walk=True)
                 buf = []
         if buf:
-            self.rnd.obs_rms.update(self.rnd_view(torch.cat(buf)).float())
+            self.bonus.observe(self.bonus.view(torch.cat(buf)), random_walk=True)
         self.next_obs = torch.as_tensor(obs, device=self.device)
         self.ep_return[:] = 0
         self.ep_length[:] = 0
@@ -206,8 +201,8 @@ class Trainer:
             st.dones[t] = torch.as_tensor(done, device=self.device, dtype=torch.float32)
             self.next_obs = torch.as_tensor(obs, device=self.device)
             if st.next_obs is not None:
-                st.next_obs[t] = self.rnd_view(self.next_obs)
-            self._count(info)
+                st.next_obs[t] = self.bonus.view(self.next_obs)
+            self._track(info)
         self.global_step += T * self.spec.num_envs
         return {"returns": returns, "lengths": lengths}
 
@@ -223,22 +218,25 @@ class Trainer:
 
     # -- phase 3: bonus, advantages, PPO -------------------------------------
 
-    def intrinsic_rewards(self) -> dict:
-        """Fill the storage's intrinsic stream with i_t {eq}`rnd-bonus` / std of the intrinsic return {eq}`rnd-rew-norm`."""
+    def intrinsic_rewards(self, batch: dict) -> dict:
+        """Fill the storage's intrinsic stream with the bonus (e.g. {eq}`rnd-bonus`) / std of the intrinsic return {eq}`rnd-rew-norm`."""
         st = self.storage
         T, N = st.T, st.N
-        flat_next = st.next_obs.reshape(T * N, *self.rnd_shape)
-        i_raw = self.rnd.bonus(flat_next).reshape(T, N)
+        i_raw = self.bonus.bonus(batch["bonus_obs"], batch["actions"], batch["next_obs"]).reshape(T, N)
         # rnd-rew-norm: divide by the running std of the discounted intrinsic return (the forward filter)
         self.int_rms.update(self.int_filter.run(i_raw).reshape(-1))
         st.rewards[:, :, 1] = i_raw / self.int_rms.std.float()
-        self.rnd.obs_rms.update(flat_next.float())  # rnd-obs-norm: the statistics keep tracking the visits
+        self.bonus.observe(batch["next_obs"], random_walk=False)  # rnd-obs-norm: RND's statistics keep tracking
         return {"int_reward_raw": i_raw.mean(), "int_reward": st.rewards[:, :, 1].mean()}
 
     def learn(self) -> dict:
-        """Bonus (with RND), GAE per stream, then PPO epochs with the predictor's loss on the same minibatches."""
+        """Bonus, GAE per stream, then PPO epochs with the bonus's own loss on the same minibatches."""
         st, s = self.storage, self.spec.ppo
-        stats: dict = self.intrinsic_rewards() if self.rnd is not None else {}
+        stats: dict = {}
+        if self.bonus is not None:
+            transitions = st.transitions()
+            transitions["bonus_obs"] = self.bonus.view(transitions["obs"])
+            stats = self.intrinsic_rewards(transitions)
         with torch.no_grad():
             _, last_v = self.net(self.next_obs)
         # rnd-gae: one GAE per stream, episode ends cut only the episodic ones
@@ -249,8 +247,9 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = s.lr_at(self.update + 1, self.num_updates)
         aux = None
-        if self.rnd is not None:
-            aux = lambda idx: self.rnd.loss(batch["next_obs"][idx])  # noqa: E731  (rnd-loss)
+        if self.bonus is not None:
+            def aux(idx: torch.Tensor) -> torch.Tensor:  # e.g. rnd-loss, on PPO's minibatch indices
+                return self.bonus.loss(transitions["bonus_obs"][idx], batch["actions"][idx], batch["next_obs"][idx])
         stats.update(ppo_update(self.net, self.optimizer, batch, s, aux))  # rnd-ppo
         return {k: float(v) for k, v in stats.items()}
 
@@ -269,10 +268,10 @@ class Trainer:
             "episodes": len(rets),
             "return_mean": float(np.mean(rets)) if rets else math.nan,
             "successes": int(np.sum(np.asarray(rets) > 0)),
-            "distinct_cells": int((self.cell_counts > 0).sum()),
-            "distinct_rooms": int((self.room_counts > 0).sum()),
-            "sps_env": n / (t1 - t0), "sps": n / (t2 - t0),
         })
+        for t in self.trackers:
+            rec.update(t.record())
+        rec.update({"sps_env": n / (t1 - t0), "sps": n / (t2 - t0)})
         self.history.append(rec)
         return rec
 
@@ -285,12 +284,12 @@ class Trainer:
             "net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
             "next_obs": self.next_obs.clone(),
             "ep_return": self.ep_return.copy(), "ep_length": self.ep_length.copy(),
-            "cell_counts": self.cell_counts.copy(), "room_counts": self.room_counts.copy(),
+            "trackers": [t.state_dict() for t in self.trackers],
             "history": list(self.history), "rng": rng_state(),
             "envs": env_state(self.envs),
         }
-        if self.rnd is not None:
-            state["rnd"] = self.rnd.state_dict()
+        if self.bonus is not None:
+            state["bonus"] = self.bonus.state_dict()
             state["int_rms"] = self.int_rms.state_dict()
             state["int_filter"] = self.int_filter.state_dict()
         return state
@@ -301,10 +300,11 @@ class Trainer:
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.ep_return, self.ep_length = state["ep_return"].copy(), state["ep_length"].copy()
-        self.cell_counts, self.room_counts = state["cell_counts"].copy(), state["room_counts"].copy()
+        for t, ts in zip(self.trackers, state["trackers"], strict=True):
+            t.load_state_dict(ts)
         self.history = list(state["history"])
-        if self.rnd is not None:
-            self.rnd.load_state_dict(state["rnd"])
+        if self.bonus is not None:
+            self.bonus.load_state_dict(state["bonus"])
             self.int_rms.load_state_dict(state["int_rms"])
             self.int_filter.load_state_dict(state["int_filter"])
         if state["envs"] is not None:
@@ -391,7 +391,7 @@ def train(trainer: Trainer, checkpoint: str | Path | None = None, checkpoint_eve
             save_checkpoint(checkpoint, trainer.state_dict(), identity)
         if bar is not None:
             bar.update(trainer.update, steps=trainer.global_step, ret=rec["return_mean"],
-                       cells=rec["distinct_cells"], rooms=rec["distinct_rooms"])
+                       **{k.removeprefix("distinct_"): rec[k] for k in rec if k.startswith(("distinct_", "share_"))})
     if bar is not None:
         bar.close()
     return columns(trainer.history)
@@ -406,3 +406,16 @@ def columns(records: list[dict]) -> dict[str, np.ndarray]:
     """
     keys = list(records[0]) if records else []
     return {k: np.array([r.get(k, math.nan) for r in records], dtype=float) for k in keys}
+
+
+def recent_return(history: dict, last: int) -> float:
+    """Episode-weighted mean extrinsic return of the episodes that ended in the last ``last`` updates (NaN if none).
+
+    ``history`` is :func:`columns` output; each update's ``return_mean`` is
+    weighted by its number of finished ``episodes``.
+    """
+    eps = np.asarray(history["episodes"], float)[-last:]
+    ret = np.asarray(history["return_mean"], float)[-last:]
+    ended = eps > 0
+    n = eps[ended].sum()
+    return float((ret[ended] * eps[ended]).sum() / n) if n else math.nan

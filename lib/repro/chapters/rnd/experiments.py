@@ -22,7 +22,8 @@ import torch
 from ...checkpoint import make_identity
 from ...rl.envs import rooms_all_states
 from ...rl.ppo import PPOSettings
-from ...rl.trainer import RLRun, Trainer, train
+from ...rl.rnd import RNDSettings
+from ...rl.trainer import RLRun, Trainer, recent_return, train
 from .config import BONUS_QUANTILE, RETURN_TAIL, RNDConfig
 
 
@@ -47,14 +48,16 @@ def rl_run(cfg: RNDConfig, method: str, seed: int) -> RLRun:
     """
     rnd = method != "ppo"
     common = dict(num_envs=cfg.num_envs, num_steps=cfg.num_steps, vector_mode=cfg.vector_mode, seed=seed,
-                  ppo=ppo_settings(cfg, method), use_rnd=rnd, rnd_proportion=cfg.update_proportion,
-                  random_walk_steps=cfg.random_walk_steps, clip_ext_reward=cfg.clip_ext_reward)
-    if cfg.is_atari:
-        return RLRun(env=cfg.env, net="atari", rnd_net="atari", rnd_channels=(-1,), **common)
+                  ppo=ppo_settings(cfg, method), random_walk_steps=cfg.random_walk_steps,
+                  clip_ext_reward=cfg.clip_ext_reward)
+    if cfg.is_atari:  # RND sees the last frame of the stack
+        bonus = RNDSettings(channels=(-1,), net="atari", proportion=cfg.update_proportion) if rnd else None
+        return RLRun(env=cfg.env, net="atari", bonus=bonus, **common)
     env_kwargs = (("room_size", cfg.room_size), ("rooms_per_side", cfg.rooms_per_side),
                   ("max_steps", cfg.max_episode_steps))
-    return RLRun(env="rooms", env_kwargs=env_kwargs, net="grid", hidden=cfg.hidden, rnd_net="mlp",
-                 rnd_hidden=cfg.rnd_hidden, rnd_channels=(0,), **common)
+    bonus = RNDSettings(channels=(0,), net="mlp", hidden=cfg.rnd_hidden, proportion=cfg.update_proportion) \
+        if rnd else None  # the rooms' object codes
+    return RLRun(env="rooms", env_kwargs=env_kwargs, net="grid", hidden=cfg.hidden, bonus=bonus, **common)
 
 
 # ---------------------------------------------------------------------------
@@ -64,7 +67,7 @@ def rl_run(cfg: RNDConfig, method: str, seed: int) -> RLRun:
 
 def intrinsic_map(trainer: Trainer, states: torch.Tensor, cells: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The raw bonus i of every free cell (mean over the 4 headings) as an [H, W] map, NaN on walls."""
-    bonus = trainer.rnd.bonus(trainer.rnd_view(states)).reshape(-1, 4).mean(1).cpu().numpy()  # [F*4] -> [F, 4] -> [F]
+    bonus = trainer.bonus.novelty(trainer.bonus.view(states)).reshape(-1, 4).mean(1).cpu().numpy()  # [F*4] -> [F, 4] -> [F]
     out = np.full(shape, np.nan)
     out[cells[:, 1], cells[:, 0]] = bonus
     return out
@@ -83,7 +86,7 @@ def map_snapshotter(trainer: Trainer, n_maps: int, maps: list):
 
     The first snapshot is taken after update 1, the last after the final update.
     """
-    if trainer.rnd is None or n_maps == 0 or not hasattr(trainer.envs, "envs"):
+    if trainer.bonus is None or n_maps == 0 or not hasattr(trainer.envs, "envs"):
         return None
     states_np, cells = rooms_all_states(trainer.envs.envs[0])
     states = torch.as_tensor(states_np, device=trainer.device)
@@ -95,7 +98,7 @@ def map_snapshotter(trainer: Trainer, n_maps: int, maps: list):
         if tr.update in snap_at:
             maps.append({"update": tr.update, "global_step": tr.global_step,
                          "bonus": intrinsic_map(tr, states, cells, shape),
-                         "visits": visit_map(tr.cell_counts, shape)})
+                         "visits": visit_map(tr.tracker("cell").counts, shape)})
 
     return snapshot
 
@@ -129,7 +132,7 @@ def run_method(cfg: RNDConfig, method: str, seed: int, device: torch.device,
                     progress_every_s=cfg.progress_every_s)
     wall = time.perf_counter() - t0
     out = {"method": method, "seed": seed, "history": history, "maps": maps, "wall_s": wall,
-           "cell_counts": trainer.cell_counts.copy(), "room_counts": trainer.room_counts.copy(),
+           "cell_counts": trainer.tracker("cell").counts.copy(), "room_counts": trainer.tracker("room").counts.copy(),
            "global_step": trainer.global_step}
     trainer.close()
     return out
@@ -170,12 +173,7 @@ def tail_start(history: dict) -> int:
 
 def tail_return(history: dict, tail: float = RETURN_TAIL) -> float:
     """Mean extrinsic return of the episodes that ended in the last ``tail`` of the updates (NaN if none)."""
-    eps, ret = np.asarray(history["episodes"], float), np.asarray(history["return_mean"], float)
-    k = max(1, math.ceil(len(eps) * tail))
-    eps, ret = eps[-k:], ret[-k:]
-    ended = eps > 0
-    n = eps[ended].sum()
-    return float((ret[ended] * eps[ended]).sum() / n) if n else math.nan
+    return recent_return(history, max(1, math.ceil(len(history["episodes"]) * tail)))
 
 
 def summarise(res: dict) -> dict:
