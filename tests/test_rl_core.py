@@ -308,6 +308,10 @@ def test_trackers_count_visits_and_step_shares():
     assert share.record() == {"share_tv": 1 / 6, "total_tv": 1}
     share.update({"tv": np.array([1, 1, 0])}, 3)
     assert share.record() == {"share_tv": 2 / 3, "total_tv": 3}  # per update; total over the run
+    # env 2's episode ended on this step while watching: the step is in final_info, the reset's tv=0 on top
+    share.update({"tv": np.array([0, 1, 0]), "final_info": {"tv": np.array([0, 0, 1])},
+                  "_final_info": np.array([False, False, True])}, 3)
+    assert share.record() == {"share_tv": 2 / 3, "total_tv": 5}
     other = StepShare("tv").build()
     other.load_state_dict(share.state_dict())
     assert other.state_dict() == share.state_dict()

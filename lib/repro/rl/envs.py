@@ -23,7 +23,16 @@ Tasks
 * ``ALE/...`` (e.g. ``ALE/MontezumaRevenge-v5``): the RND paper's Atari
   preprocessing (84x84 grey, frame skip 4 with max-pooling, sticky actions
   0.25, 18,000-frame episodes, no terminal on life loss, a stack of 4 frames).
+* ``MinAtar/<Game>-v1`` (``Asterix``, ``Breakout``, ``Freeway``, ``Seaquest``,
+  ``SpaceInvaders``; the ids MinAtar itself registers with gymnasium): the
+  10x10 miniature Atari games of the ``minatar`` package as ``uint8 [C, 10, 10]``
+  (channels first, 0/1) with the game's minimal action set (``-v0``: all six
+  actions), sticky actions 0.1 and a time limit (:func:`minatar_env`).
 * ``CartPole-v1``: a quick sanity task for PPO.
+
+``env_factory(name, noisy_tv=K)`` (rooms and MinAtar) adds a noisy TV
+(:class:`repro.rl.noisy_tv.NoisyTV`): one extra action that shows one of ``K``
+random pictures on one extra observation channel.
 """
 from __future__ import annotations
 
@@ -239,20 +248,138 @@ def atari_env(env_id: str = "ALE/MontezumaRevenge-v5", sticky: float = 0.25, max
     return FrameStackObservation(env, frame_stack)
 
 
+# ---------------------------------------------------------------------------
+# MinAtar (miniature Atari games, the ``minatar`` package)
+# ---------------------------------------------------------------------------
+
+#: MinAtar's games: gymnasium-style name (as in ``MinAtar/<Name>-v1``) -> the package's module name.
+MINATAR_GAMES = {"Asterix": "asterix", "Breakout": "breakout", "Freeway": "freeway",
+                 "Seaquest": "seaquest", "SpaceInvaders": "space_invaders"}
+
+
+class MinAtarEnv(gym.Env):
+    """One MinAtar game as a gymnasium env with channels-first ``uint8`` observations.
+
+    Built directly on ``minatar.Environment`` (not on MinAtar's own gym wrapper,
+    whose ``reset`` does not seed ``np_random`` and whose observations are bool
+    ``[10, 10, C]``).  Observations: ``uint8 [C, 10, 10]``, 0/1, channel ``c``
+    named ``channel_names[c]`` (e.g. Breakout: paddle, ball, trail, brick).
+    Actions: ``Discrete(len(action_set))`` where ``action_set`` lists MinAtar's
+    action indices (0..5 = no-op, left, up, right, down, fire); with the minimal
+    set index 0 is always the no-op (Breakout: no-op, left, right).
+
+    Seeding: ``reset(seed=s)`` seeds ``np_random`` and, from it, the
+    ``numpy.random.RandomState`` MinAtar draws both the game's randomness and
+    the sticky actions from; ``reset()`` without a seed continues the streams.
+    Every reset also clears the sticky-action memory (MinAtar keeps the last
+    action across episodes), so an episode is a function of the seed and the
+    actions alone.  Episodes are truncated after ``max_steps`` steps.
+    """
+
+    metadata = {"render_modes": []}
+    noop_action = 0  # index of the no-op in both the minimal and the full action set
+
+    def __init__(self, game: str = "breakout", sticky: float = 0.1, ramping: bool = True,
+                 max_steps: int = 5000, minimal_actions: bool = True):
+        from minatar import Environment  # imports matplotlib and seaborn: only when a game is built
+
+        game = MINATAR_GAMES.get(game, game)
+        if game not in MINATAR_GAMES.values():
+            raise ValueError(f"unknown MinAtar game {game!r}; one of {sorted(MINATAR_GAMES.values())}")
+        self.game_name, self.max_steps = game, int(max_steps)
+        self.game = Environment(game, sticky_action_prob=sticky, difficulty_ramping=ramping)
+        core = self.game.env
+        self.action_set = list(self.game.minimal_action_set() if minimal_actions else range(self.game.num_actions()))
+        self.action_names = tuple(core.action_map[a] for a in self.action_set)
+        self.channel_names = tuple(sorted(core.channels, key=core.channels.get))
+        self.n_channels = len(self.channel_names)
+        self.action_space = gym.spaces.Discrete(len(self.action_set))
+        self.observation_space = gym.spaces.Box(0, 1, (self.n_channels, 10, 10), np.uint8)
+        self.t = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.ascontiguousarray(self.game.state().transpose(2, 0, 1), dtype=np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.game.seed(int(self.np_random.integers(2**32)))
+        self.game.last_action = 0
+        self.game.reset()
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward, done = self.game.act(self.action_set[int(action)])
+        self.t += 1
+        return self._obs(), float(reward), bool(done), bool(not done and self.t >= self.max_steps), {}
+
+
+def minatar_env(game: str = "breakout", sticky: float = 0.1, ramping: bool = True, max_steps: int = 5000,
+                minimal_actions: bool = True) -> MinAtarEnv:
+    """One MinAtar game (:class:`MinAtarEnv`): ``game`` is MinAtar's module name
+    (``breakout``, ``space_invaders``, ...) or the gymnasium-style name
+    (``Breakout``, ``SpaceInvaders``, ...).
+
+    ``sticky``: probability that MinAtar repeats the previous action instead
+    (its default 0.1); ``ramping``: MinAtar's difficulty ramping (ignored by
+    Breakout); ``max_steps``: the time limit (truncation), 5000 steps by
+    default, twice Freeway's own 2500-step episodes, so it only cuts games a
+    good policy could play indefinitely (Breakout refills its bricks);
+    ``minimal_actions``: the game's minimal action set (``-v1``) or all six (``-v0``).
+    """
+    return MinAtarEnv(game, sticky=sticky, ramping=ramping, max_steps=max_steps, minimal_actions=minimal_actions)
+
+
 def cartpole_env() -> gym.Env:
     """CartPole-v1, a quick sanity task for PPO."""
     return gym.make("CartPole-v1")
 
 
-def env_factory(name: str, **kw) -> Callable[[], gym.Env]:
-    """A zero-argument factory for task ``name`` (``rooms``, ``CartPole-v1`` or ``ALE/...``)."""
+def _minatar_name(name: str) -> tuple[str, bool] | None:
+    """``MinAtar/<Game>-v1`` -> (module name, minimal action set); -v0 -> all actions; else None."""
+    prefix, _, rest = name.partition("/")
+    game, _, version = rest.rpartition("-")
+    if prefix == "MinAtar" and game in MINATAR_GAMES and version in ("v0", "v1"):
+        return MINATAR_GAMES[game], version == "v1"
+    return None
+
+
+def _with_noisy_tv(factory: Callable[[], gym.Env], n_images: int, **tv_kw) -> gym.Env:
+    from .noisy_tv import NoisyTV
+
+    return NoisyTV(factory(), n_images=n_images, **tv_kw)
+
+
+def env_factory(name: str, noisy_tv: int = 0, tv_image_seed: int | None = None, **kw) -> Callable[[], gym.Env]:
+    """A zero-argument factory for task ``name``.
+
+    ``name``: ``rooms``, ``MinAtar/<Game>-v1`` (``-v0``: the full action set),
+    ``CartPole-v1`` or ``ALE/...``; ``kw`` go to the task's builder
+    (:func:`rooms_env`, :func:`minatar_env`, :func:`atari_env`).  ``noisy_tv=K``
+    (rooms and MinAtar only; 0 = none) wraps the task in
+    :class:`repro.rl.noisy_tv.NoisyTV` with ``K`` pictures: drawn per
+    environment from its reset seed, or, with ``tv_image_seed``, one set shared
+    by every copy (the TV's ``image_seed``).  Flat keyword arguments, so a run's
+    ``env_kwargs`` can carry them.
+    """
     if name == "rooms":
-        return partial(rooms_env, **kw)
-    if name.startswith("ALE/"):
-        return partial(atari_env, name, **kw)
-    if name == "CartPole-v1":
-        return cartpole_env
-    raise ValueError(f"unknown environment {name!r}")
+        factory = partial(rooms_env, **kw)
+    elif (game := _minatar_name(name)) is not None:
+        factory = partial(minatar_env, game[0], minimal_actions=game[1], **kw)
+    elif name.startswith("ALE/"):
+        factory = partial(atari_env, name, **kw)
+    elif name == "CartPole-v1":
+        factory = cartpole_env
+    else:
+        raise ValueError(f"unknown environment {name!r}")
+    if tv_image_seed is not None and not noisy_tv:
+        raise ValueError("tv_image_seed without noisy_tv: there is no TV to draw pictures for")
+    if noisy_tv:
+        if not (name == "rooms" or name.startswith("MinAtar/")):
+            raise ValueError(f"the noisy TV is available for rooms and MinAtar only, not {name!r}")
+        return partial(_with_noisy_tv, factory, int(noisy_tv), image_seed=tv_image_seed)
+    return factory
 
 
 def make_vector_env(factory: Callable[[], gym.Env], num_envs: int, mode: str = "sync",

@@ -64,7 +64,9 @@ class StepShare:
     """The share of agent steps on which ``info[key]`` is nonzero (e.g. ``tv``: watching the noisy TV).
 
     Records ``share_<key>`` for the update (steps of this update only) and
-    ``total_<key>`` (count over the whole run).
+    ``total_<key>`` (count over the whole run).  A step that ends an episode is
+    read from ``info["final_info"]`` (with SAME_STEP autoreset the top-level
+    ``info`` then describes the next episode's first state).
     """
 
     key: str
@@ -84,6 +86,9 @@ class StepShareCounter:
         if reset:  # the first observation is not a step
             return
         on = info_array(info, self.key, num_envs, fill=0)
+        if "final_info" in info:  # an env whose episode just ended reports the step in final_info (SAME_STEP autoreset)
+            ended = np.asarray(info.get("_final_info", np.zeros(num_envs, bool)))
+            on = np.where(ended, info_array(info["final_info"], self.key, num_envs, fill=0), on)
         self.hits += int((on > 0).sum())
         self.steps += num_envs
 
