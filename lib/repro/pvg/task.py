@@ -116,24 +116,27 @@ class Problem:
         return f"{self.start}" + "".join(f"{op}{operand}" for op, operand in self.ops)
 
 
-def make_problems(n: int, seed, min_ops: int = 3, max_ops: int = 6, modulus: int = 10) -> list[Problem]:
+def make_problems(n: int, seed, min_ops: int = 3, max_ops: int = 6, modulus: int = 10,
+                  operators: Sequence[str] = OPERATORS) -> list[Problem]:
     """``n`` random problems, the same for the same ``seed`` (an int or a ``numpy.random.Generator``).
 
     The number of operations is uniform in ``[min_ops, max_ops]``, each operator
-    uniform in ``+ - *``, each operand uniform in 1-9, and the start value uniform
+    uniform in ``operators`` (default ``+ - *``), each operand uniform in 1-9, and the start value uniform
     in ``[0, min(modulus, 10))`` (a single digit).  Problems may repeat (rarely:
     there are 10·27³ problems with 3 operations); :func:`split_pool` keeps copies
     of a problem on one side.
     """
     if not 1 <= min_ops <= max_ops:
         raise ValueError(f"need 1 <= min_ops <= max_ops, got {min_ops}, {max_ops}")
+    if not operators or any(op not in OPERATORS for op in operators):
+        raise ValueError(f"operators must be a non-empty subset of {OPERATORS}, got {operators!r}")
     rng = np.random.default_rng(seed)
     n_ops = rng.integers(min_ops, max_ops + 1, size=n)
     starts = rng.integers(0, min(modulus, 10), size=n)
-    operators = rng.integers(0, len(OPERATORS), size=(n, max_ops))
+    which = rng.integers(0, len(operators), size=(n, max_ops))
     operands = rng.integers(OPERANDS[0], OPERANDS[-1] + 1, size=(n, max_ops))
     return [Problem(int(starts[i]),
-                    tuple((OPERATORS[operators[i, j]], int(operands[i, j])) for j in range(n_ops[i])),
+                    tuple((operators[which[i, j]], int(operands[i, j])) for j in range(n_ops[i])),
                     modulus)
             for i in range(n)]
 
