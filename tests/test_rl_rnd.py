@@ -320,3 +320,22 @@ def test_smoke_chapter(smoke_run):
     assert rows["montezuma-pipeline"]["status"] == "not evaluated"  # smoke skips the probe
     assert rows["rnd-explores"]["n"] == 2  # smoke's two seeds are fed, so at most inconclusive
     assert rows["rnd-explores"]["status"] != "reproduced"
+
+
+# Recorded with the trainer as it was before intrinsic rewards became a plug-in (commit 552cec0, RND built into
+# the trainer): a short RND run at seed 0.  The refactor must leave every number of the RND chapter unchanged.
+BEFORE_PLUGIN = {
+    "int_reward_raw": [23.610692977905273, 8.17944622039795, 5.88520622253418, 5.456943511962891,
+                       5.9641571044921875, 5.3992743492126465],
+    "aux_loss": [0.1017073392868042, 0.049585968255996704, 0.039624329656362534, 0.03409584239125252,
+                 0.040296588093042374, 0.037168536335229874],
+    "distinct_cells": [27.0, 30.0, 32.0, 32.0, 46.0, 51.0],
+}
+
+
+def test_rnd_numbers_unchanged_by_the_plugin_refactor():
+    cfg = RNDConfig.for_profile("smoke", total_steps=8 * 64 * 6, n_maps=3)
+    res = run_method(cfg, "rnd", 0, torch.device("cpu"))
+    for key, before in BEFORE_PLUGIN.items():
+        np.testing.assert_allclose(res["history"][key], before, rtol=1e-6, err_msg=key)
+    assert res["cell_counts"].sum() == 3080
