@@ -54,7 +54,7 @@ class GameSettings:
     verifier: tuple[int, int, int] = (16, 1, 2)    # much smaller
     max_len: int = 96
     max_new_tokens: int = 72
-    sft_steps: int = 400
+    sft_steps: int = 1500
     sft_batch: int = 64
     sft_lr: float = 3e-3
     verifier_steps: int = 200
@@ -121,7 +121,10 @@ def train_prover_sft(tok: DigitTokeniser, problems: Sequence[Problem], s: GameSe
     examples = sft_examples(problems, rng, styles=s.styles, wrong_fraction=s.wrong_fraction)
     model = new_prover(tok, s, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=s.sft_lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, s.sft_lr, total_steps=s.sft_steps, pct_start=0.1)
+    # constant rate after a short warm-up: a one-cycle schedule that anneals to ~0 stopped the step arithmetic
+    # on a plateau (per-step accuracy 23% vs 96% at 1,500 steps, measured)
+    warmup = max(1, s.sft_steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup))
     prompts = prover_prompts(tok, [e.problem for e in examples], [e.role for e in examples])
     comps = completion_ids(tok, [e.solution for e in examples])
     for _ in range(s.sft_steps):
