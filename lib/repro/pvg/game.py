@@ -299,6 +299,7 @@ def evaluate(prover: TinyGPT, verifier: ScoredGPT | None, tok: DigitTokeniser, p
         out[f"{role}_accuracy"] = float(correct.mean())
         out[f"{role}_checker_accuracy"] = float((verdict == correct).mean())  # judged correctly
         out[f"{role}_checker_accepts"] = float(verdict.mean())
+        out[f"{role}_accepts_incorrect"] = float(verdict[~correct].mean()) if (~correct).any() else math.nan
         out[f"{role}_length"] = float(np.mean([st.length for st in stats]))
         for style in STYLE_GUESSES:
             out[f"{role}_share_{style}"] = float(np.mean([st.style == style for st in stats]))
