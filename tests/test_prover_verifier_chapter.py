@@ -28,7 +28,7 @@ def test_config_validation():
     book = ProverVerifierConfig.for_profile("book")
     assert book.n_seeds >= MIN_SEEDS and not book.uses_hf
     s = game_settings(book)
-    assert s.prover == (64, 2, 4) and s.verifier == (32, 2, 4) and s.sft_steps == book.sft_steps
+    assert s.prover == (64, 2, 4) and s.verifier == (16, 1, 2) and s.sft_steps == book.sft_steps
 
 
 def test_problem_halves_are_disjoint_and_held_out_problems_unseen():

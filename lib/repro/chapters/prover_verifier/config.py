@@ -88,8 +88,8 @@ class ProverVerifierConfig(ProfileConfig):
     # the models
     prover_d: int = param(64, "prover width", min=8)
     prover_layers: int = param(2, "prover layers", min=1)
-    verifier_d: int = param(32, "verifier width (the prover's is larger)", min=8)
-    verifier_layers: int = param(2, "verifier layers", min=1)
+    verifier_d: int = param(16, "verifier width (the prover's is larger)", min=8)
+    verifier_layers: int = param(1, "verifier layers", min=1)
     # training
     sft_steps: int = param(1500, "supervised steps of the prover", min=1)
     verifier_steps: int = param(300, "Bradley–Terry steps per round (from the initial weights)", min=1)
@@ -131,8 +131,8 @@ class ProverVerifierConfig(ProfileConfig):
             raise ConfigError(f"operators must be distinct characters of '+-*', got {self.operators!r}")
         if self.min_ops > self.max_ops:
             raise ConfigError("min_ops must not exceed max_ops")
-        if self.verifier_d * self.verifier_layers > self.prover_d * self.prover_layers:
-            raise ConfigError("the verifier must be smaller than the prover (verifier_d x layers <= prover's)")
+        if self.verifier_d * self.verifier_layers >= self.prover_d * self.prover_layers:
+            raise ConfigError("the verifier must be smaller than the prover (verifier_d x layers < prover's)")
         for d, name in ((self.prover_d, "prover_d"), (self.verifier_d, "verifier_d")):
             if d % 4:
                 raise ConfigError(f"{name} must be a multiple of 4 (the attention heads)")

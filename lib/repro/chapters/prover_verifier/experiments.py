@@ -35,7 +35,7 @@ from .config import ProverVerifierConfig
 
 def game_settings(cfg: ProverVerifierConfig) -> GameSettings:
     """The library's settings from the chapter config."""
-    return GameSettings(prover=(cfg.prover_d, cfg.prover_layers, 4), verifier=(cfg.verifier_d, cfg.verifier_layers, 4),
+    return GameSettings(prover=(cfg.prover_d, cfg.prover_layers, 4), verifier=(cfg.verifier_d, cfg.verifier_layers, 2),
                         sft_steps=cfg.sft_steps, verifier_steps=cfg.verifier_steps,
                         verifier_samples=cfg.verifier_samples, rl_steps=cfg.rl_steps, rl_batch=cfg.rl_batch,
                         rl_lr=cfg.rl_lr, kl_coef=cfg.kl_coef, attacker_steps=cfg.attacker_steps,
