@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -71,16 +71,6 @@ class GameSettings:
     eval_problems: int = 128
     styles: tuple[str, ...] = ("stepwise", "verbose", "compressed")
     wrong_fraction: float = 0.5      # SFT examples in the sneaky role (subtly wrong solutions)
-
-
-@dataclass
-class Players:
-    """The tokeniser, the SFT prover (frozen reference), the current prover and its optimiser state."""
-
-    tok: DigitTokeniser
-    sft: TinyGPT
-    prover: TinyGPT
-    history: list = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------
@@ -289,8 +279,7 @@ def evaluate(prover: TinyGPT, verifier: ScoredGPT | None, tok: DigitTokeniser, p
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     out: dict = {}
-    helpful_correct_scores = None
-    by_role: dict = {}
+    by_role: dict = {}  # role -> (verifier scores, correct), with a verifier
     for role in roles:
         roll = sample_solutions(prover, tok, problems, [role] * len(problems), s, gen)
         correct = roll.correct.numpy()
@@ -308,17 +297,12 @@ def evaluate(prover: TinyGPT, verifier: ScoredGPT | None, tok: DigitTokeniser, p
         if verifier is not None:
             scores = verifier_scores(verifier, tok, problems, roll.texts).numpy()
             by_role[role] = (scores, correct)
-            if role == "helpful":
-                helpful_correct_scores = scores[correct] if correct.any() else None
-            elif helpful_correct_scores is not None and len(helpful_correct_scores):
-                bar = np.median(helpful_correct_scores)
-                out["sneaky_success"] = float(((~correct) & (scores >= bar)).mean())
-    if {"helpful", "sneaky"} <= set(by_role):  # the verifier ranks helpful-correct above sneaky-incorrect?
+    if {"helpful", "sneaky"} <= set(by_role):
         (hs, hc), (ss, sc) = by_role["helpful"], by_role["sneaky"]
-        both = hc & ~sc
+        if hc.any():  # sneaky success: incorrect and scored at least the median helpful-correct score
+            out["sneaky_success"] = float(((~sc) & (ss >= np.median(hs[hc]))).mean())
+        both = hc & ~sc  # does the verifier rank helpful-correct above sneaky-incorrect on the same problem?
         out["verifier_pair_accuracy"] = float((hs[both] > ss[both]).mean()) if both.any() else math.nan
-    if "sneaky" in roles:  # not fooled: the checker rejects the sneaky role's incorrect solutions
-        out["sneaky_not_fooled"] = 1.0 - out["sneaky_checker_accepts"]
     return out
 
 

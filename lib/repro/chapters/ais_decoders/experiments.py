@@ -12,9 +12,7 @@ results are checkpointed in the run folder (or ``checkpoint_dir``) and reused.
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -28,6 +26,7 @@ from repro.decoders import (DecoderEnsemble, DecoderTraining, choose_bandwidth, 
 from repro.latent_ais import HMCSettings, ais_latent, bdmc_latent
 from repro.seed import generator
 from repro.vae import Architecture, iwae_bound
+from repro.workers import run_jobs
 
 
 def load_data(cfg: AISDecodersConfig) -> dict[str, torch.Tensor]:
@@ -218,11 +217,8 @@ def run_all(cfg: AISDecodersConfig, device: torch.device, folder: str | Path) ->
         print(f"[ais_decoders] latent size {d} done in {r['seconds']:.0f}s (training {r['train_s']:.0f}s)", flush=True)
         return r
 
-    if cfg.workers > 1 and len(sizes) > 1 and device.type == "cpu":
-        with ProcessPoolExecutor(min(cfg.workers, len(sizes)), mp_context=mp.get_context("spawn")) as pool:
-            futures = {d: pool.submit(evaluate_latent, cfg, d, str(folder), "cpu", 1) for d in sizes}
-            return {d: report(d, fut.result()) for d, fut in futures.items()}
-    return {d: report(d, evaluate_latent(cfg, d, str(folder), str(device))) for d in sizes}
+    results = run_jobs(evaluate_latent, [(cfg, d, str(folder), str(device)) for d in sizes], cfg.workers, device)
+    return {d: report(d, r) for d, r in zip(sizes, results)}
 
 
 def model_indices(result: dict, method: str) -> list[int]:

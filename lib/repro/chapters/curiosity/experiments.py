@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing as mp
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ from ...rl.ppo import PPOSettings
 from ...rl.rnd import RNDSettings
 from ...rl.tracking import StepShare, VisitCounts
 from ...rl.trainer import RLRun, Trainer, recent_return, train
+from ...workers import run_jobs
 from .config import RETURN_TAIL, CuriosityConfig
 
 # ---------------------------------------------------------------------------
@@ -173,11 +172,8 @@ def run_all(cfg: CuriosityConfig, device: torch.device, run_dir: str | Path) -> 
         print(line, flush=True)
         return res
 
-    if cfg.workers > 1 and len(todo) > 1 and device.type == "cpu":
-        with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(run_job, cfg, job, str(folder), "cpu", 1) for job in todo]
-            return [report(f.result()) for f in futures]
-    return [report(run_job(cfg, job, str(folder), str(device))) for job in todo]
+    return [report(r) for r in run_jobs(run_job, [(cfg, job, str(folder), str(device)) for job in todo],
+                                        cfg.workers, device)]
 
 
 # ---------------------------------------------------------------------------

@@ -20,9 +20,7 @@
 from __future__ import annotations
 
 import copy
-import multiprocessing as mp
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -30,6 +28,7 @@ import torch
 from ...pvg.game import (GameSettings, attacker_steps, evaluate, helpful_reference_score, rl_steps,
                          train_prover_sft, train_verifier, verifier_data)
 from ...pvg.task import DigitTokeniser, make_problems, split_pool
+from ...workers import run_jobs
 from .config import ProverVerifierConfig
 
 
@@ -97,11 +96,7 @@ def run_all(cfg: ProverVerifierConfig, device: torch.device) -> list[dict]:
               f"attacker steps {res['rounds'][0]['attacker_steps']} -> {last['attacker_steps']}", flush=True)
         return res
 
-    if cfg.workers > 1 and len(seeds) > 1 and device.type == "cpu":
-        with ProcessPoolExecutor(min(cfg.workers, len(seeds)), mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(play_seed, cfg, seed, 1) for seed in seeds]
-            return [report(f.result()) for f in futures]
-    return [report(play_seed(cfg, seed)) for seed in seeds]
+    return [report(r) for r in run_jobs(play_seed, [(cfg, seed) for seed in seeds], cfg.workers, device)]
 
 
 def per_seed(results: list[dict], key: str, where: str = "last") -> list[float]:
