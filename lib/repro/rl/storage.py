@@ -39,16 +39,8 @@ class RolloutStorage:
         return out
 
     def flat(self, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Everything a PPO update needs, with [T, N] flattened to [T*N]."""
+        """Everything a PPO update needs: :meth:`transitions` plus log-probabilities, values, advantages and
+        returns, with [T, N] flattened to [T*N]."""
         B = self.T * self.N
-        batch = {
-            "obs": self.obs.reshape(B, *self.obs.shape[2:]),
-            "actions": self.actions.reshape(B),
-            "logprobs": self.logprobs.reshape(B),
-            "values": self.values.reshape(B, self.K),
-            "advantages": advantages.reshape(B, self.K),
-            "returns": returns.reshape(B, self.K),
-        }
-        if self.next_obs is not None:
-            batch["next_obs"] = self.next_obs.reshape(B, *self.next_obs.shape[2:])
-        return batch
+        return {**self.transitions(), "logprobs": self.logprobs.reshape(B), "values": self.values.reshape(B, self.K),
+                "advantages": advantages.reshape(B, self.K), "returns": returns.reshape(B, self.K)}
