@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# MuJoCo picks its OpenGL platform when it is first imported: headless EGL, whichever test imports it first
+os.environ.setdefault("MUJOCO_GL", "egl")
+
 ROOT = Path(__file__).resolve().parents[1]
 _SMOKE: dict = {}
 

@@ -209,6 +209,83 @@ class MinAtarActorCritic(nn.Module):
 
 
 # ---------------------------------------------------------------------------
+# Continuous actions: a diagonal Gaussian policy
+# ---------------------------------------------------------------------------
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def diag_gaussian_logprob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log N(a; mu, diag(sigma^2)) summed over the action dimensions: [..., A] -> [...].
+
+    log pi(a|s) = -sum_j [ (a_j - mu_j)^2 / (2 sigma_j^2) + log sigma_j + log(2 pi) / 2 ]
+    (``log_std`` broadcasts: [A] for a state-independent sigma, or [..., A]).
+    """
+    z = (actions - mean) * torch.exp(-log_std)
+    return -(0.5 * z.square() + log_std + 0.5 * LOG_2PI).sum(-1)
+
+
+def diag_gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
+    """H[N(mu, diag(sigma^2))] = sum_j (log sigma_j + (1 + log 2 pi) / 2): [..., A] -> [...]."""
+    return (log_std + 0.5 * (1.0 + LOG_2PI)).sum(-1)
+
+
+class DiagGaussian:
+    """The diagonal Gaussian pi(.|s) with the Categorical interface PPO uses: ``sample``,
+    ``log_prob`` and ``entropy`` per sample (summed over the A action dimensions)."""
+
+    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor):
+        self.mean = mean                                   # [B, A]
+        self.log_std = log_std.expand_as(mean)             # [B, A]
+
+    def sample(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.mean + torch.exp(self.log_std) * torch.randn_like(self.mean)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return diag_gaussian_logprob(self.mean, self.log_std, actions)
+
+    def entropy(self) -> torch.Tensor:
+        return diag_gaussian_entropy(self.log_std)
+
+
+class GaussianActorCritic(nn.Module):
+    """Actor-critic for continuous actions in R^A (e.g. MuJoCo torques): separate actor and
+    critic MLPs (2 x (Linear, tanh), as ``MLPActorCritic``), the actor's output the mean mu(s)
+    [B, A], a state-independent log standard deviation ``log_std`` [A] (initialised at
+    ``log_std_init``), and K value heads [B, K].
+
+    ``forward(obs) -> (mu [B, A], values [B, K])``; ``distribution(mu)`` is pi(.|s), so
+    ``act``/``evaluate``/``ppo_update`` serve it unchanged; ``policy(obs) -> (mu, log_std)`` is
+    what a functional caller (``torch.func.functional_call``) needs.  Actions are not squashed:
+    the environment clips them to its range.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], act_dim: int, n_streams: int = 1, hidden: int = 64,
+                 log_std_init: float = -0.5):
+        super().__init__()
+        d = math.prod(obs_shape)
+
+        def body() -> list[nn.Module]:
+            return [nn.Flatten(-len(obs_shape)) if len(obs_shape) > 1 else nn.Identity(),
+                    layer_init(nn.Linear(d, hidden)), nn.Tanh(), layer_init(nn.Linear(hidden, hidden)), nn.Tanh()]
+
+        self.actor = nn.Sequential(*body(), layer_init(nn.Linear(hidden, act_dim), 0.01))
+        self.critic = nn.Sequential(*body(), layer_init(nn.Linear(hidden, n_streams), 1.0))
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
+
+    def policy(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.actor(obs.float()), self.log_std
+
+    def distribution(self, mean: torch.Tensor) -> DiagGaussian:
+        return DiagGaussian(mean, self.log_std)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = obs.float()
+        return self.actor(x), self.critic(x)
+
+
+# ---------------------------------------------------------------------------
 # The registry: a run names its network, the trainer builds it here
 # ---------------------------------------------------------------------------
 
@@ -236,21 +313,30 @@ def build_network(name: str, obs_shape: tuple[int, ...], n_actions: int, n_strea
 register_network("mlp")(lambda shape, n_act, k, hidden, scale: MLPActorCritic(shape, n_act, k, hidden, scale))
 register_network("grid")(lambda shape, n_act, k, hidden, scale: GridActorCritic(shape, n_act, k, hidden))
 register_network("minatar")(lambda shape, n_act, k, hidden, scale: MinAtarActorCritic(shape, n_act, k, hidden))
+register_network("gaussian")(lambda shape, act_dim, k, hidden, scale: GaussianActorCritic(shape, act_dim, k, hidden))
 register_network("atari")(lambda shape, n_act, k, hidden, scale: AtariActorCritic(n_act, k, frames=shape[0]))
 
 
+def policy_distribution(net: nn.Module, head: torch.Tensor):
+    """pi(.|s) from the policy head of ``net``'s output: the net's own ``distribution(head)`` if it
+    has one (``GaussianActorCritic``: a diagonal Gaussian), else a categorical over logits [B, A]."""
+    if hasattr(net, "distribution"):
+        return net.distribution(head)
+    return Categorical(logits=head)
+
+
 def act(net: nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample a ~ pi(.|s); return (actions [N], log pi(a|s) [N], values [N, K])."""
-    logits, values = net(obs)
-    dist = Categorical(logits=logits)
+    """Sample a ~ pi(.|s); return (actions [N] or [N, A], log pi(a|s) [N], values [N, K])."""
+    head, values = net(obs)
+    dist = policy_distribution(net, head)
     a = dist.sample()
     return a, dist.log_prob(a), values
 
 
 def evaluate(net: nn.Module, obs: torch.Tensor, actions: torch.Tensor):
     """(log pi(a|s) [B], entropy [B], values [B, K]) under the current parameters."""
-    logits, values = net(obs)
-    dist = Categorical(logits=logits)
+    head, values = net(obs)
+    dist = policy_distribution(net, head)
     return dist.log_prob(actions), dist.entropy(), values
 
 
