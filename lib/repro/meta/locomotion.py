@@ -110,8 +110,6 @@ def _crawler_arena(k: int, x0: float, y0: float, c: dict) -> tuple[str, str]:
                     f'rgba="0.9 0.5 0.1 1"/>'
                     f'<geom type="capsule" fromto="0 0 0 {px:.4f} {py:.4f} 0" size="0.04" contype="0" '
                     f'conaffinity="0" rgba="0.4 0.4 0.45 1" mass="0"/>')
-        motors.append(f'<motor name="m{i}_{k}" site="leg{i}_{k}" gear="{c["thrust"]:.4f} 0 0 0 0 0" '
-                      f'ctrlrange="-1 1" ctrllimited="true"/>')
     body = (f'<body name="torso_{k}" pos="{x0:.3f} {y0:.3f} 0.1">'
             f'<joint name="x_{k}" type="slide" axis="1 0 0" damping="{c["drag"]}"/>'
             f'<joint name="y_{k}" type="slide" axis="0 1 0" damping="{c["drag"]}"/>'
@@ -121,7 +119,20 @@ def _crawler_arena(k: int, x0: float, y0: float, c: dict) -> tuple[str, str]:
             f'<geom type="box" pos="{0.6 * r:.4f} 0 0.06" size="0.08 0.03 0.02" contype="0" conaffinity="0" '
             f'rgba="1 1 1 1" mass="0"/>'
             + "".join(legs) + "</body>")
-    return body, "".join(motors)
+    # the legs' net force and torque act through three joint motors (x, y, yaw), computed in numpy from the
+    # thrusts each physics step: a site actuator per leg would do the same, but MuJoCo builds each one's
+    # moment arm over every joint of the whole model, which made 64 arenas ~3x slower
+    motors = "".join(f'<motor name="{j}_{k}" joint="{j}_{k}" gear="1" ctrllimited="false"/>' for j in ("x", "y", "yaw"))
+    return body, motors
+
+
+def crawler_legs(params: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each leg's position on the rim and unit push direction in the body frame: ([n_legs, 2], [n_legs, 2])."""
+    c = {**CRAWLER, **(params or {})}
+    phi = np.deg2rad(30.0 + 60.0 * np.arange(N_LEGS))
+    pos = c["radius"] * np.stack([np.cos(phi), np.sin(phi)], 1)
+    tilt = np.deg2rad(c["tilt"]) * -np.sign(pos[:, 1])
+    return pos, np.stack([np.cos(tilt), np.sin(tilt)], 1)
 
 
 def crawler_xml(n_arenas: int, params: dict | None = None) -> str:
@@ -181,6 +192,11 @@ class LocomotionArenas:
             self.act_per_arena = N_LEGS
             self.leg_of_actuator = np.arange(N_LEGS)
             self.nq = self.nv = 3
+            pos, push = crawler_legs(c)
+            # per unit of a leg's control: body-frame force [n_legs, 2] and torque about the centre [n_legs]
+            self._leg_force = c["thrust"] * push
+            self._leg_torque = c["thrust"] * (pos[:, 0] * push[:, 1] - pos[:, 1] * push[:, 0])
+            self._nu = 3
             self.torsos = [f"torso_{k}" for k in range(n_arenas)]
         else:  # the paper's six-legged body
             from . import bodies
@@ -190,8 +206,9 @@ class LocomotionArenas:
             self.act_per_arena = layout["n_actuators"]
             self.leg_of_actuator = np.asarray(layout["leg_of_actuator"])
             self.nq, self.nv = layout["nq"], layout["nv"]
+            self._nu = self.act_per_arena
             self.torsos = list(layout["torsos"])
-        if self.model.nq != n_arenas * self.nq or self.model.nu != n_arenas * self.act_per_arena:
+        if self.model.nq != n_arenas * self.nq or self.model.nu != n_arenas * self._nu:
             raise RuntimeError("the scene's joints/actuators are not laid out arena after arena")
         self.data = mujoco.MjData(self.model)
         self.dt = self.model.opt.timestep * self.frame_skip
@@ -287,8 +304,21 @@ class LocomotionArenas:
     def step(self, actions: np.ndarray):
         a = np.clip(np.asarray(actions, dtype=np.float64).reshape(self.num_envs, self.act_per_arena), -1.0, 1.0)
         x0 = self._qpos()[:, 0].copy()
-        self.data.ctrl[:] = (a * self._ctrl_scale).ravel()
-        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        u = a * self._ctrl_scale                                   # [N, A]: each leg's effective control
+        if self.body == "crawler":
+            f_body = u @ self._leg_force                           # [N, 2] net push in the body frame
+            torque = u @ self._leg_torque                          # [N]
+            ctrl = self.data.ctrl.reshape(self.num_envs, 3)
+            ctrl[:, 2] = torque
+            for _ in range(self.frame_skip):                       # the push turns with the body
+                psi = self._qpos()[:, 2]
+                c, s = np.cos(psi), np.sin(psi)
+                ctrl[:, 0] = c * f_body[:, 0] - s * f_body[:, 1]
+                ctrl[:, 1] = s * f_body[:, 0] + c * f_body[:, 1]
+                mujoco.mj_step(self.model, self.data)
+        else:
+            self.data.ctrl[:] = u.ravel()
+            mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
         self.t += 1
         x_vel = (self._qpos()[:, 0] - x0) / self.dt
         ctrl_cost = self.ctrl_cost * np.square(a).sum(1)

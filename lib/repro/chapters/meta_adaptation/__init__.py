@@ -1,0 +1,1 @@
+"""Continuous adaptation via meta-learning (Al-Shedivat et al. 2018): config and experiments."""
