@@ -87,3 +87,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def test_a_seed_rerun_with_its_checkpoints_resumes_to_the_same_result(one_thread, tmp_path):
+    cfg = _tiny(episode_steps=6, pretrain_iters=3, meta_iters=3, oracle_iters=2, eval_sequences=3,
+                checkpoint_every=1)
+    first = run_seed(cfg, 0, tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["pretrain_0.pt", "meta_0.pt", "oracle_0_0.pt", "oracle_1_0.pt", "oracle_2_0.pt"])
+    again = run_seed(cfg, 0, tmp_path)
+    for m in ("meta", "tracking", "none"):
+        np.testing.assert_array_equal(first["curves"][m], again["curves"][m])
+    np.testing.assert_array_equal(first["oracle"], again["oracle"])
+    assert first["meta"]["return_after"] == again["meta"]["return_after"]
+    # another config must not pick up these checkpoints
+    from repro.checkpoint import CheckpointMismatch
+    with pytest.raises(CheckpointMismatch):
+        run_seed(dataclasses.replace(cfg, hidden=8), 0, tmp_path)

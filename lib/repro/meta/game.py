@@ -40,6 +40,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
@@ -102,7 +103,7 @@ def outcome_rates(outcomes: np.ndarray) -> dict[str, float]:
 # ---------------------------------------------------------------------------
 
 
-class SumoVsOpponents:
+class SumoVsOpponents(gym.vector.VectorEnv):
     """RoboSumo for side ``a`` against opponents picked per arena from K snapshots; fixed horizon.
 
     ``snapshots``: K state dicts of ``GaussianActorCritic((D,), A, hidden=hidden)`` (only the
@@ -134,6 +135,7 @@ class SumoVsOpponents:
     ``episode_steps`` without a reset raises RuntimeError.
     """
 
+    metadata = {"render_modes": [], "autoreset_mode": gym.vector.AutoresetMode.DISABLED}
     GROUPED_MAX = 2  # up to this many distinct opponents in play: one call per opponent, else vmap
 
     def __init__(self, n_arenas: int, body: str = "disc", episode_steps: int = 100,
@@ -270,6 +272,7 @@ class SumoVsOpponents:
 
     def close(self) -> None:
         self.arenas.close()
+        self.closed = True
 
 
 # ---------------------------------------------------------------------------

@@ -160,8 +160,9 @@ def crawler_xml(n_arenas: int, params: dict | None = None) -> str:
 # ---------------------------------------------------------------------------
 
 
-class LocomotionArenas:
-    """``n_arenas`` copies of a body in one MjModel behind a vector-env interface (numpy in and out).
+class LocomotionArenas(gym.vector.VectorEnv):
+    """``n_arenas`` copies of a body in one MjModel behind gymnasium's vector-env interface (numpy in and out;
+    no automatic reset: ``metadata["autoreset_mode"]`` is ``DISABLED``).
 
     ``set_tasks(scales [N, n_legs])`` sets every arena's leg torque scales (applied from the next step);
     ``reset(seed) -> (obs [N, D] float32, info)`` puts every torso at the origin of its arena with a
@@ -172,7 +173,7 @@ class LocomotionArenas:
     ``x_velocity`` and ``ctrl_cost`` [N].
     """
 
-    metadata = {"render_modes": ["rgb_array"]}
+    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": gym.vector.AutoresetMode.DISABLED}
 
     def __init__(self, n_arenas: int, body: str = "crawler", episode_steps: int = 100,
                  ctrl_cost: float = 0.05, init_noise: float = 0.1, seed: int | None = None,
@@ -343,6 +344,7 @@ class LocomotionArenas:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+        self.closed = True
 
 
 class LocomotionEnv(gym.Env):

@@ -109,6 +109,10 @@ class MetaAdaptationConfig(ProfileConfig):
     sumo_tracking_lr: float = param(1e-3, "tracking's SGD step size in the sumo game", min=0.0)
     sumo_rounds: int = param(12, "rounds of the iterated game (3 episodes each)", min=1)
     sumo_seeds: int = param(1, "seeds of the iterated game (the finding is scored with >= 3)", min=0)
+    # checkpoints
+    checkpoint_every: int = param(0, "save every training run's state every this many iterations (0: never)", min=0)
+    checkpoint_dir: str = param("", "where checkpoints live; a run finding its checkpoint there resumes "
+                                "('' = <run folder>/checkpoints)")
     # seeds and processes
     n_seeds: int = param(3, "seeds (seed, seed+1, ...)", min=1)
     workers: int = param(2, "processes the seeds are spread over (1: in the notebook's process)", min=1, max=64)
@@ -123,7 +127,7 @@ class MetaAdaptationConfig(ProfileConfig):
                       meta_iters=1000, meta_tasks=16, meta_arenas=16, eval_sequences=48, oracle_iters=300,
                       sumo_body="ant", sumo_episode_steps=PAPER["sumo_episode_steps"], sumo_arenas=128,
                       sumo_selfplay_iters=3000, sumo_snapshot_every=100, sumo_meta_iters=500, sumo_meta_tasks=16,
-                      sumo_rounds=PAPER["sumo_rounds"], sumo_seeds=3, n_seeds=3, workers=1),
+                      sumo_rounds=PAPER["sumo_rounds"], sumo_seeds=3, n_seeds=3, workers=1, checkpoint_every=20),
     }
 
     def check(self) -> None:

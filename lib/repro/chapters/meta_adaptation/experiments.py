@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,8 +67,18 @@ def held_out_sequences(n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
     return np.stack([fade_sequence(p) for p in pairs]), pairs
 
 
-def run_seed(cfg: MetaAdaptationConfig, seed: int, threads: int | None = None) -> dict:
-    """One seed (see the module docstring); plain data (numpy arrays and floats)."""
+def checkpointing(cfg: MetaAdaptationConfig, folder: str | Path | None, name: str) -> dict:
+    """Keyword arguments that make a trainer checkpoint to ``<folder>/<name>.pt`` (none without
+    ``cfg.checkpoint_every`` or a folder): the trainers resume from there to the identical result."""
+    if not cfg.checkpoint_every or folder is None:
+        return {}
+    return {"checkpoint": Path(folder) / f"{name}.pt", "checkpoint_every": cfg.checkpoint_every}
+
+
+def run_seed(cfg: MetaAdaptationConfig, seed: int, folder: str | Path | None = None,
+             threads: int | None = None) -> dict:
+    """One seed (see the module docstring); plain data (numpy arrays and floats).  With
+    ``cfg.checkpoint_every`` every training run checkpoints in ``folder`` and resumes from there."""
     if threads is not None:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -77,10 +88,11 @@ def run_seed(cfg: MetaAdaptationConfig, seed: int, threads: int | None = None) -
     pre_env = LocomotionArenas(cfg.pretrain_arenas, body=cfg.body, episode_steps=cfg.episode_steps, seed=seed)
     policy = make_policy(train_env, s, seed)
     pre_hist, theta0 = train_fixed(pre_env, training_tasks, s, cfg.pretrain_iters, seed, policy=policy,
-                                   label=f"pretrain seed {seed}")
+                                   label=f"pretrain seed {seed}", **checkpointing(cfg, folder, f"pretrain_{seed}"))
     t_pre = time.perf_counter() - t0
     meta_hist, theta, alpha = meta_train(train_env, consecutive_pairs, s, cfg.meta_iters, seed + 1000,
-                                         init_theta=theta0, policy=policy, label=f"meta-train seed {seed}")
+                                         init_theta=theta0, policy=policy, label=f"meta-train seed {seed}",
+                                         **checkpointing(cfg, folder, f"meta_{seed}"))
     t_meta = time.perf_counter() - t0 - t_pre
     # the fade on held-out pairs: every method plays the same sequences with the same seeds
     seqs, pairs = held_out_sequences(cfg.eval_sequences)
@@ -99,7 +111,8 @@ def run_seed(cfg: MetaAdaptationConfig, seed: int, threads: int | None = None) -
                                   seed=seed + 5000)
     for k, pair in enumerate(HELD_OUT_PAIRS):
         _, theta_pair = train_fixed(oracle_env, fade_scales(pair, N_EPISODES), s, cfg.oracle_iters, seed + 6000 + k,
-                                    init_theta=theta0, policy=policy, label=f"oracle {pair} seed {seed}")
+                                    init_theta=theta0, policy=policy, label=f"oracle {pair} seed {seed}",
+                                    **checkpointing(cfg, folder, f"oracle_{k}_{seed}"))
         mine = [i for i, p in enumerate(pairs) if p == pair]
         if not mine:
             continue
@@ -121,16 +134,24 @@ def env_steps(cfg: MetaAdaptationConfig) -> int:
     return pre + meta + ev + oracle
 
 
-def run_job(kind: str, cfg: MetaAdaptationConfig, seed: int, threads: int | None = None) -> dict:
+def run_job(kind: str, cfg: MetaAdaptationConfig, seed: int, folder: str | None = None,
+            threads: int | None = None) -> dict:
     """One job of :func:`run_all`: ``locomotion`` (:func:`run_seed`) or ``sumo`` (:func:`sumo_seed`)."""
-    return {"locomotion": run_seed, "sumo": sumo_seed}[kind](cfg, seed, threads=threads) | {"kind": kind}
+    return {"locomotion": run_seed, "sumo": sumo_seed}[kind](cfg, seed, folder, threads=threads) | {"kind": kind}
 
 
-def run_all(cfg: MetaAdaptationConfig, device: torch.device) -> tuple[list[dict], list[dict]]:
+def run_all(cfg: MetaAdaptationConfig, device: torch.device, run_dir: str | Path | None = None
+            ) -> tuple[list[dict], list[dict]]:
     """Every locomotion seed and every sumo seed, in ``cfg.workers`` one-thread processes on CPU (or in
-    turn); a summary line per job.  Returns (locomotion results, sumo results)."""
-    jobs = [("locomotion", cfg, cfg.seed + r) for r in range(cfg.n_seeds)] + \
-           [("sumo", cfg, cfg.seed + r) for r in range(cfg.sumo_seeds)]
+    turn); a summary line per job.  Returns (locomotion results, sumo results).  Checkpoints (with
+    ``cfg.checkpoint_every``) go to ``cfg.checkpoint_dir`` or ``<run_dir>/checkpoints``."""
+    folder = None
+    if cfg.checkpoint_every:
+        folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else Path(run_dir or ".") / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        folder = str(folder)
+    jobs = [("locomotion", cfg, cfg.seed + r, folder) for r in range(cfg.n_seeds)] + \
+           [("sumo", cfg, cfg.seed + r, folder) for r in range(cfg.sumo_seeds)]
 
     def report(res: dict) -> dict:
         if res["kind"] == "sumo":
@@ -235,7 +256,8 @@ def sumo_rewards(cfg: MetaAdaptationConfig):
                              control=base.control)
 
 
-def sumo_seed(cfg: MetaAdaptationConfig, seed: int, threads: int | None = None) -> dict:
+def sumo_seed(cfg: MetaAdaptationConfig, seed: int, folder: str | Path | None = None,
+              threads: int | None = None) -> dict:
     """One seed of the iterated RoboSumo game (book: a demonstration; paper: the finding).
 
     1. Two independent self-play runs (A: seed, B: seed + 500) record a learning trajectory of
@@ -257,8 +279,10 @@ def sumo_seed(cfg: MetaAdaptationConfig, seed: int, threads: int | None = None) 
     kw = dict(n_arenas=cfg.sumo_arenas, body=cfg.sumo_body, episode_steps=cfg.sumo_episode_steps,
               iters=cfg.sumo_selfplay_iters, snapshot_every=cfg.sumo_snapshot_every, hidden=cfg.hidden,
               rewards=sumo_rewards(cfg))
-    _, snaps_a, hist_a = selfplay_snapshots(seed=seed, label=f"self-play A seed {seed}", **kw)
-    _, snaps_b, hist_b = selfplay_snapshots(seed=seed + 500, label=f"self-play B seed {seed}", **kw)
+    _, snaps_a, hist_a = selfplay_snapshots(seed=seed, label=f"self-play A seed {seed}", **kw,
+                                            **checkpointing(cfg, folder, f"selfplay_a_{seed}"))
+    _, snaps_b, hist_b = selfplay_snapshots(seed=seed + 500, label=f"self-play B seed {seed}", **kw,
+                                            **checkpointing(cfg, folder, f"selfplay_b_{seed}"))
     n_snap = len(snaps_a)
     k0 = n_snap // 2
     from ...meta.game import actor_params
@@ -274,7 +298,7 @@ def sumo_seed(cfg: MetaAdaptationConfig, seed: int, threads: int | None = None) 
         return k[:, None].astype(float), (k + 1)[:, None].astype(float)
 
     _, theta, alpha = meta_train(env_a, opponent_pairs, s, cfg.sumo_meta_iters, seed + 700, init_theta=theta0,
-                                 label=f"sumo meta-train seed {seed}")
+                                 label=f"sumo meta-train seed {seed}", **checkpointing(cfg, folder, f"sumo_meta_{seed}"))
     env_b = SumoVsOpponents(cfg.sumo_arenas, cfg.sumo_body, cfg.sumo_episode_steps, snapshots=snaps_b,
                             hidden=cfg.hidden, seed=seed + 900, rewards=sumo_rewards(cfg))
     schedule = np.minimum(k0 + np.arange(cfg.sumo_rounds) * (n_snap - k0) // max(cfg.sumo_rounds, 1), n_snap - 1)
