@@ -13,6 +13,17 @@ ROOT = Path(__file__).resolve().parents[1]
 _SMOKE: dict = {}
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny networks: one intra-op thread is much faster than two on a busy 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def smoke_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("smoke")

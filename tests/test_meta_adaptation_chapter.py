@@ -81,13 +81,6 @@ def test_the_sumo_game_runs_for_every_method(one_thread):
     assert (np.diff(res["schedule"]) >= 0).all() and res["schedule"][0] == res["k0"]
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_a_seed_rerun_with_its_checkpoints_resumes_to_the_same_result(one_thread, tmp_path):
     cfg = _tiny(episode_steps=6, pretrain_iters=3, meta_iters=3, oracle_iters=2, eval_sequences=3,

@@ -15,13 +15,6 @@ from repro.rl.ppo import GaussianActorCritic
 D, A = 14, 4  # the disc's observation and action sizes
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _snapshot(seed: int, hidden: int = 16, still: bool = False) -> dict:
     torch.manual_seed(seed)

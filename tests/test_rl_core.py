@@ -160,14 +160,6 @@ def test_lr_annealing():
     assert PPOSettings(lr=1.0).lr_at(4, 4) == 1.0
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks: one intra-op thread is much faster than two on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_ppo_learns_cartpole(one_thread):
     from repro.rl.trainer import RLRun, Trainer, train

@@ -12,13 +12,6 @@ from repro.rl.ppo import (GaussianActorCritic, MLPActorCritic, PPOSettings, act,
                           diag_gaussian_entropy, diag_gaussian_logprob, evaluate, gae, ppo_update)
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_log_prob_and_entropy_equal_torch_distributions():
     g = torch.Generator().manual_seed(0)

@@ -35,7 +35,8 @@ from .config import LATE, MetaAdaptationConfig
 
 METHODS = ("meta", "tracking", "none")
 LABELS = {"meta": "meta-learned adaptation", "tracking": "tracking (continued fine-tuning)",
-          "none": "no adaptation", "oracle": "oracle (fine-tuned on the faded task)"}
+          "none": "no adaptation", "oracle": "oracle (fine-tuned on the faded task)",
+          "meta_theta": "meta-learned θ, not adapted"}
 
 
 def meta_settings(cfg: MetaAdaptationConfig) -> MetaSettings:
@@ -103,6 +104,9 @@ def run_seed(cfg: MetaAdaptationConfig, seed: int, folder: str | Path | None = N
         start = theta if method == "meta" else theta0
         curves[method] = evaluate_sequences(eval_env, start, alpha if method == "meta" else None, method, seqs, s,
                                             seed + 3000, policy=policy)               # [S, 7]
+    # ablation: the meta-learned theta without adaptation separates what adaptation adds from what the
+    # extra meta-training did to theta itself
+    curves["meta_theta"] = evaluate_sequences(eval_env, theta, None, "none", seqs, s, seed + 3000, policy=policy)
     # the oracle on each fully faded held-out pair, against the unadapted policy on the same sequences
     faded = seqs[:, -1:]                                                                # [S, 1, n_legs]
     unadapted = evaluate_sequences(eval_env, theta0, None, "none", faded, s, seed + 4000, policy=policy)[:, 0]
