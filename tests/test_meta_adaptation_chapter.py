@@ -48,10 +48,10 @@ def _tiny(profile: str = "smoke", **kw) -> MetaAdaptationConfig:
 def test_one_seed_gives_curves_for_every_method_and_an_oracle(one_thread):
     cfg = _tiny(episode_steps=8, pretrain_iters=2, meta_iters=2, oracle_iters=1, eval_sequences=3)
     res = run_seed(cfg, 0)
-    for m in ("meta", "tracking", "none"):
+    for m in ("meta", "tracking", "none", "meta_theta"):
         assert res["curves"][m].shape == (3, N_EPISODES) and np.isfinite(res["curves"][m]).all()
         assert np.isfinite(late_return(res, m))
-    # episode 1 of "tracking" and "none" is the same pretrained policy on the same seeds
+    # episode 1 of "tracking" and "none" is the same baseline policy on the same seeds
     np.testing.assert_allclose(res["curves"]["tracking"][:, 0], res["curves"]["none"][:, 0])
     assert res["oracle"].shape == (3,) and np.isfinite(oracle_gap(res))
 
@@ -87,7 +87,8 @@ def test_a_seed_rerun_with_its_checkpoints_resumes_to_the_same_result(one_thread
                 checkpoint_every=1)
     first = run_seed(cfg, 0, tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(["pretrain_0.pt", "meta_0.pt", "oracle_0_0.pt", "oracle_1_0.pt", "oracle_2_0.pt"])
+    assert names == sorted(["pretrain_0.pt", "meta_0.pt", "baseline_0.pt", "oracle_0_0.pt", "oracle_1_0.pt",
+                            "oracle_2_0.pt"])
     again = run_seed(cfg, 0, tmp_path)
     for m in ("meta", "tracking", "none"):
         np.testing.assert_array_equal(first["curves"][m], again["curves"][m])

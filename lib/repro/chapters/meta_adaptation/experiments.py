@@ -4,16 +4,18 @@
 :mod:`repro.meta.locomotion`):
 
 1. **pretraining**: plain PPO on the training tasks (a random training leg pair
-   at a random episode of its fade, per group of arenas): the policy that
-   *tracking* and *no adaptation* start from, and the meta-learner's start;
+   at a random episode of its fade, per group of arenas): the meta-learner's
+   start;
 2. **meta-training** from the pretrained policy: consecutive task pairs
    (episode i and i + 1 of a training pair's fade), three inner
-   policy-gradient steps with learned step sizes, PPO through them;
+   policy-gradient steps with learned step sizes, PPO through them; and, from
+   the same start, **more PPO** for as many arena-steps: the policy that
+   *tracking* and *no adaptation* play (an equal budget of experience);
 3. **the fade on held-out pairs**: ``eval_sequences`` sequences of 7 episodes
    (the three held-out pairs in turn, ``arenas`` parallel trajectories per
    episode = the experience one adaptation sees), played by meta-learned
    adaptation, tracking and no adaptation;
-4. **the oracle**: for each held-out pair, the pretrained policy fine-tuned by
+4. **the oracle**: for each held-out pair, the baselines' policy fine-tuned by
    PPO on the fully faded task, evaluated there against the unadapted policy
    on the same sequences: the gap is the most any adaptation could gain.
 
@@ -36,14 +38,14 @@ from .config import LATE, MetaAdaptationConfig
 METHODS = ("meta", "tracking", "none")
 LABELS = {"meta": "meta-learned adaptation", "tracking": "tracking (continued fine-tuning)",
           "none": "no adaptation", "oracle": "oracle (fine-tuned on the faded task)",
-          "meta_theta": "meta-learned θ, not adapted"}
+          "meta_theta": "meta-learned θ, not adapted", "none_pretrained": "pretraining only, not adapted"}
 
 
 def meta_settings(cfg: MetaAdaptationConfig) -> MetaSettings:
     """The library's settings from the chapter config (tracking: Adam at ``tracking_lr``, 3 steps per episode,
     as many steps as the meta-learner's inner loop)."""
     return MetaSettings(hidden=cfg.hidden, groups=cfg.meta_tasks, inner_steps=cfg.inner_steps,
-                        alpha_init=cfg.alpha_init, outer_lr=cfg.meta_lr, alpha_lr=cfg.meta_lr / 10,
+                        alpha_init=cfg.alpha_init, outer_lr=cfg.meta_lr, alpha_lr=cfg.alpha_lr,
                         meta_grad_clip=cfg.meta_grad_clip, tracking_steps=cfg.inner_steps,
                         tracking_lr=cfg.tracking_lr, tracking_optimizer="adam")
 
@@ -95,27 +97,35 @@ def run_seed(cfg: MetaAdaptationConfig, seed: int, folder: str | Path | None = N
                                          init_theta=theta0, policy=policy, label=f"meta-train seed {seed}",
                                          **checkpointing(cfg, folder, f"meta_{seed}"))
     t_meta = time.perf_counter() - t0 - t_pre
+    # the baselines' policy: PPO continued from the same start for as many arena-steps as meta-training took,
+    # so no method has seen more of the training tasks than another
+    base_hist, theta_base = train_fixed(pre_env, training_tasks, s, baseline_extra_iters(cfg), seed + 1500,
+                                        init_theta=theta0, policy=policy, label=f"baseline PPO seed {seed}",
+                                        **checkpointing(cfg, folder, f"baseline_{seed}"))
     # the fade on held-out pairs: every method plays the same sequences with the same seeds
     seqs, pairs = held_out_sequences(cfg.eval_sequences)
     eval_env = LocomotionArenas(cfg.eval_sequences * cfg.meta_arenas, body=cfg.body, episode_steps=cfg.episode_steps,
                                 seed=seed + 2000)
     curves = {}
     for method in METHODS:
-        start = theta if method == "meta" else theta0
+        start = theta if method == "meta" else theta_base
         curves[method] = evaluate_sequences(eval_env, start, alpha if method == "meta" else None, method, seqs, s,
                                             seed + 3000, policy=policy)               # [S, 7]
     # ablation: the meta-learned theta without adaptation separates what adaptation adds from what the
     # extra meta-training did to theta itself
     curves["meta_theta"] = evaluate_sequences(eval_env, theta, None, "none", seqs, s, seed + 3000, policy=policy)
+    # and the pretrained policy alone: what the baselines would score with less training than the meta-learner
+    curves["none_pretrained"] = evaluate_sequences(eval_env, theta0, None, "none", seqs, s, seed + 3000,
+                                                   policy=policy)
     # the oracle on each fully faded held-out pair, against the unadapted policy on the same sequences
     faded = seqs[:, -1:]                                                                # [S, 1, n_legs]
-    unadapted = evaluate_sequences(eval_env, theta0, None, "none", faded, s, seed + 4000, policy=policy)[:, 0]
+    unadapted = evaluate_sequences(eval_env, theta_base, None, "none", faded, s, seed + 4000, policy=policy)[:, 0]
     oracle = np.zeros(cfg.eval_sequences)
     oracle_env = LocomotionArenas(cfg.meta_tasks * cfg.meta_arenas, body=cfg.body, episode_steps=cfg.episode_steps,
                                   seed=seed + 5000)
     for k, pair in enumerate(HELD_OUT_PAIRS):
         _, theta_pair = train_fixed(oracle_env, fade_scales(pair, N_EPISODES), s, cfg.oracle_iters, seed + 6000 + k,
-                                    init_theta=theta0, policy=policy, label=f"oracle {pair} seed {seed}",
+                                    init_theta=theta_base, policy=policy, label=f"oracle {pair} seed {seed}",
                                     **checkpointing(cfg, folder, f"oracle_{k}_{seed}"))
         mine = [i for i, p in enumerate(pairs) if p == pair]
         if not mine:
@@ -123,9 +133,16 @@ def run_seed(cfg: MetaAdaptationConfig, seed: int, folder: str | Path | None = N
         got = evaluate_sequences(eval_env, theta_pair, None, "none", faded, s, seed + 4000, policy=policy)[:, 0]
         oracle[mine] = got[mine]
     return {"seed": seed, "curves": curves, "pairs": pairs, "oracle": oracle, "unadapted": unadapted,
-            "theta0": {k: v.detach().cpu() for k, v in theta0.items()}, "pretrain": pre_hist, "meta": meta_hist, "alpha": {k: float(v.mean()) for k, v in alpha.items()},
+            "theta0": {k: v.detach().cpu() for k, v in theta_base.items()}, "pretrain": pre_hist,
+            "baseline": base_hist, "meta": meta_hist, "alpha": {k: float(v.mean()) for k, v in alpha.items()},
             "seconds": time.perf_counter() - t0, "pretrain_s": t_pre, "meta_s": t_meta,
             "env_steps": env_steps(cfg)}
+
+
+def baseline_extra_iters(cfg: MetaAdaptationConfig) -> int:
+    """PPO iterations after pretraining that simulate as many arena-steps as meta-training
+    (each meta-iteration plays two episodes in ``meta_tasks * meta_arenas`` arenas)."""
+    return max(1, round(2 * cfg.meta_iters * cfg.meta_tasks * cfg.meta_arenas / cfg.pretrain_arenas))
 
 
 def env_steps(cfg: MetaAdaptationConfig) -> int:
@@ -133,9 +150,10 @@ def env_steps(cfg: MetaAdaptationConfig) -> int:
     T = cfg.episode_steps
     pre = cfg.pretrain_iters * cfg.pretrain_arenas * T
     meta = cfg.meta_iters * 2 * cfg.meta_tasks * cfg.meta_arenas * T
-    ev = (len(METHODS) * N_EPISODES + 1 + len(HELD_OUT_PAIRS)) * cfg.eval_sequences * cfg.meta_arenas * T
+    base = baseline_extra_iters(cfg) * cfg.pretrain_arenas * T
+    ev = ((len(METHODS) + 2) * N_EPISODES + 1 + len(HELD_OUT_PAIRS)) * cfg.eval_sequences * cfg.meta_arenas * T
     oracle = len(HELD_OUT_PAIRS) * cfg.oracle_iters * cfg.meta_tasks * cfg.meta_arenas * T
-    return pre + meta + ev + oracle
+    return pre + meta + base + ev + oracle
 
 
 def run_job(kind: str, cfg: MetaAdaptationConfig, seed: int, folder: str | None = None,
