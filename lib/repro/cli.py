@@ -1,4 +1,4 @@
-"""Command line: ``python -m repro {list,params,run,book,robustness,pdf,handouts}``."""
+"""Command line: ``python -m repro {list,params,run,train,sweep,book,robustness,pdf,handouts}``."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +21,34 @@ def _parser() -> argparse.ArgumentParser:
                    help="override one parameter (repeatable); see `python -m repro params CHAPTER`")
     r.add_argument("--out", help="output folder (default runs/CHAPTER/PROFILE-TIMESTAMP); must be new or empty")
     r.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    t = sub.add_parser("train", help="only a chapter's data-parallel training under torchrun, no notebook "
+                                     "(what the other nodes of a multi-node run execute)")
+    t.add_argument("chapter")
+    t.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILE_NAMES)} (default paper)")
+    t.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="the same parameters as the notebook run (nproc, nnodes, node_rank, rdzv_endpoint, "
+                        "checkpoint_dir, ...)")
+    sw = sub.add_parser("sweep", help="a grid of runs (one `repro run` each), locally or as a Slurm job array; "
+                                      "merges their findings into the robustness table")
+    sw.add_argument("chapter")
+    sw.add_argument("--profile", default="book", help=f"one of {', '.join(PROFILE_NAMES)} (default book)")
+    sw.add_argument("-p", "--param", action="append", default=[], metavar="KEY=V1,V2",
+                    help="an axis of the grid (repeatable); a tuple parameter separates its points with ';'")
+    sw.add_argument("--executor", default="local", help="local (this machine) or slurm (a submitit job array)")
+    sw.add_argument("--out", help="the sweep folder (default runs/CHAPTER/sweep-PROFILE-KEYS); finished points "
+                                  "in it are skipped")
+    sw.add_argument("--max-parallel", type=int, default=1, help="points running at once (local: processes; "
+                                                                "slurm: array tasks)")
+    sw.add_argument("--partition", default="", help="slurm: partition")
+    sw.add_argument("--gpus-per-job", type=int, default=1, help="slurm: GPUs per point (default 1)")
+    sw.add_argument("--cpus-per-job", type=int, default=8, help="slurm: CPUs per point (default 8)")
+    sw.add_argument("--mem-gb", type=float, default=0.0, help="slurm: memory per point in GB (default: the "
+                                                              "partition's)")
+    sw.add_argument("--time-limit", type=int, default=24 * 60, help="slurm: minutes per point (default 1440)")
+    sw.add_argument("--setup", action="append", default=[], help="slurm: a shell line run before each point "
+                                                                  "(repeatable, e.g. 'module load cuda')")
+    sw.add_argument("--wait", action="store_true", help="slurm: wait for the array, then merge its metrics")
+    sw.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds, for every point")
     b = sub.add_parser("book", help="execute every chapter (cached) and build the site")
     b.add_argument("--profile", default="book", choices=PROFILE_NAMES)
     b.add_argument("--chapter", action="append", help="only these chapters (repeatable)")
@@ -49,6 +77,29 @@ def _seeds(text: str) -> list[int]:
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds must be distinct non-negative integers, got {text!r}")
     return seeds
+
+
+def _train(args) -> int:
+    """``python -m repro train``: this node's share of a chapter's data-parallel training (no notebook)."""
+    if args.profile not in PROFILE_NAMES:
+        raise ConfigError(f"unknown profile {args.profile!r}: choose one of {', '.join(PROFILE_NAMES)}")
+    ch = get_chapter(args.chapter)
+    if not getattr(ch.config_class, "DATA_PARALLEL", False):
+        raise ConfigError(f"chapter {ch.name!r} has no data-parallel training (its paper-profile section says why); "
+                          "run it with `python -m repro run`")
+    cfg = ch.config_class.for_profile(args.profile, **ch.config_class.parse_assignments(args.param))
+    if not cfg.checkpoint_dir:
+        raise ConfigError("`python -m repro train` needs -p checkpoint_dir=DIR: where rank 0 writes the results "
+                          "and checkpoints (a notebook run with the same parameters finds them there)")
+    if cfg.world_size == 1:
+        raise ConfigError("`python -m repro train` launches torchrun: give -p nproc=N (and nnodes for several nodes)")
+    from .distributed import run_parallel
+
+    entry = ch.config_class.__module__.rpartition(".")[0] + ".experiments:train_parallel"
+    run_parallel(entry, cfg, cfg.checkpoint_dir)
+    where = "node 0's rank 0 writes them" if cfg.node_rank else "in " + cfg.checkpoint_dir
+    print(f"[{ch.name} {args.profile}] data-parallel training done; results: {where}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +131,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {err}", file=sys.stderr)
                 return 1
             return 0
+        if args.cmd == "train":
+            return _train(args)
+        if args.cmd == "sweep":
+            from .sweep import EXECUTORS, SlurmResources, run_sweep
+
+            if args.profile not in PROFILE_NAMES:
+                raise ConfigError(f"unknown profile {args.profile!r}: choose one of {', '.join(PROFILE_NAMES)}")
+            if args.executor not in EXECUTORS:
+                raise ConfigError(f"unknown executor {args.executor!r}: choose one of {', '.join(EXECUTORS)}")
+            slurm = SlurmResources(args.partition, args.gpus_per_job, args.cpus_per_job, args.mem_gb,
+                                   args.time_limit, args.max_parallel, tuple(args.setup))
+            return run_sweep(args.chapter, args.profile, args.param, args.executor, args.out, args.max_parallel,
+                             slurm, args.wait, args.timeout)
         if args.cmd == "book":
             from .book import make_book
 

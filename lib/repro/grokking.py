@@ -20,6 +20,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from .checkpoint import load_checkpoint, make_identity, save_checkpoint
 from .config import ConfigError
 from .device import get_device
+from .distributed import DistContext
 from .progress import Progress
 from .seed import generator
 
@@ -615,7 +617,8 @@ def checkpoint_identity(experiment: str, runs: list[GrokRun], settings: Ensemble
 
 
 def train(runs: list[GrokRun], settings: EnsembleSettings, *, experiment: str = "grokking",
-          checkpoint: str | Path | None = None, stream=None, interrupt_at: int | None = None) -> History:
+          checkpoint: str | Path | None = None, stream=None, interrupt_at: int | None = None,
+          stop_together: Callable[[bool], bool] | None = None) -> History:
     """Train one ensemble (one model per :class:`GrokRun`) and return its :class:`History`.
 
     Phases: :func:`_start` (data, parameters, optimiser) or :func:`_resume`
@@ -624,7 +627,10 @@ def train(runs: list[GrokRun], settings: EnsembleSettings, *, experiment: str = 
     :func:`_update`, at log-spaced steps :func:`_evaluate` (kept on the device)
     and, with ``early_stop``, :func:`_generalised_and_stayed`; a checkpoint
     every ``checkpoint_every`` steps; :func:`_history` at the end.
-    ``interrupt_at`` stops after that step (to test resuming).
+    ``interrupt_at`` stops after that step (to test resuming).  When the
+    ensemble is one shard of a bigger one trained by several processes,
+    ``stop_together(done)`` turns this shard's early-stop decision into the
+    decision of all shards (:func:`train_shard`).
     """
     device = get_device(settings.device)
     loop = _start(runs, settings, device)
@@ -645,7 +651,8 @@ def train(runs: list[GrokRun], settings: EnsembleSettings, *, experiment: str = 
             if e_next < E and step == int(loop.at[e_next]):
                 _evaluate(loop, e_next)
                 e_next += 1
-                if settings.early_stop and _generalised_and_stayed(loop):
+                if settings.early_stop and (_generalised_and_stayed(loop) if stop_together is None
+                                            else stop_together(_generalised_and_stayed(loop))):
                     break
                 progress.update(step, **{"train acc": float(loop.evals[0, :, e_next - 1].mean()),
                                          "val acc": float(loop.evals[1, :, e_next - 1].mean()),
@@ -659,6 +666,67 @@ def train(runs: list[GrokRun], settings: EnsembleSettings, *, experiment: str = 
     progress.log(f"trained {M} models for {loop.step} steps in {hist.wall_time_s:.1f}s; generalised "
                  f"(val>=99%): {sum(not math.isnan(s) for s in hist.val_99)}/{M}")
     return hist
+
+
+# ---------------------------------------------------------------------------
+# An ensemble sharded over processes (data parallelism without gradients to share)
+# ---------------------------------------------------------------------------
+
+def shard(runs: list[GrokRun], rank: int, world: int) -> list[GrokRun]:
+    """The members process ``rank`` of ``world`` trains: every ``world``-th run from ``rank`` (may be empty)."""
+    return runs[rank::world]
+
+
+def train_shard(runs: list[GrokRun], settings: EnsembleSettings, ctx: DistContext, *, experiment: str = "grokking",
+                checkpoint: str | Path | None = None, stream=None) -> History | None:
+    """Train this process's shard (:func:`shard`) of the ensemble ``runs``; None if it holds no member.
+
+    The models are independent, so no gradient crosses processes.  With
+    ``early_stop`` the shards stop together: at each evaluation they vote
+    (``ctx.all_true``) and stop once every shard's models have generalised and
+    stayed, which is the one-ensemble rule.  A process whose shard would be
+    empty trains a copy of the first member, so that it votes like the others
+    (its copy behaves as the original; its history is dropped).  Shards
+    resuming from checkpoints must all resume at the same step.  Merge the
+    shards' histories with :func:`merge_histories`.
+    """
+    members = shard(runs, ctx.rank, ctx.world) or runs[:1]
+    saved = load_checkpoint(checkpoint, checkpoint_identity(experiment, members, settings)) if checkpoint else None
+    starts = ctx.all_gather(saved["step"] if saved is not None else 0)
+    if len(set(starts)) > 1:
+        raise RuntimeError(f"the shards' checkpoints of {experiment} stopped at different steps {starts}; move "
+                           f"them away (next to {checkpoint}) to start afresh")
+    hist = train(members, settings, experiment=experiment, checkpoint=checkpoint, stream=stream,
+                 stop_together=ctx.all_true)
+    return hist if shard(runs, ctx.rank, ctx.world) else None
+
+
+def merge_histories(parts: list[History | None], runs: list[GrokRun]) -> History:
+    """The History of ensemble ``runs`` from its shards' histories (in any order; None for empty shards).
+
+    Curves, parameters and embeddings are concatenated along the model axis in
+    the order of ``runs``; the shards stopped together, so they share the
+    evaluation steps.
+    """
+    parts = [p for p in parts if p is not None]
+    if any(p.steps_done != parts[0].steps_done or not torch.equal(p.steps, parts[0].steps) for p in parts):
+        raise ValueError("the shards did not stop at the same step; they cannot form one history")
+    where = {r: (i, m) for i, p in enumerate(parts) for m, r in enumerate(p.runs)}
+    if set(where) != set(runs):
+        raise ValueError("the shards' members are not the ensemble's runs")
+    order = [where[r] for r in runs]
+
+    def stack(get) -> torch.Tensor:
+        return torch.stack([get(parts[i])[m] for i, m in order])
+
+    first = parts[0]
+    params = {k: stack(lambda p, k=k: p.params[k]) for k in first.params}
+    init = {k: stack(lambda p, k=k: p.init[k]) for k in first.init}
+    grokked = stack(lambda p: p.grokked_emb) if first.grokked_emb is not None else None
+    return History(list(runs), first.steps, stack(lambda p: p.train_acc), stack(lambda p: p.val_acc),
+                   stack(lambda p: p.train_loss), stack(lambda p: p.val_loss), params=params, init=init,
+                   wall_time_s=max(p.wall_time_s for p in parts), steps_done=first.steps_done,
+                   budget=first.budget, grokked_emb=grokked)
 
 
 # ---------------------------------------------------------------------------

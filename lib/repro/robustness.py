@@ -42,16 +42,60 @@ def collect(outcomes: list[ChapterOutcome]) -> dict:
                                                     "by_seed": {}})
             f["by_seed"][str(o.seed)] = r["status"]
     for ch in out.values():
-        n_seeds = len(ch["seeds"])
-        for f in ch["findings"].values():
-            f["reproduced_seeds"] = sum(s == REPRODUCED for s in f["by_seed"].values())
-            f["all_seeds"] = f["reproduced_seeds"] == n_seeds
+        _count(ch)
     return out
 
 
-def markdown(results: dict, seeds: list[int]) -> str:
-    """The findings × seeds table as Markdown."""
-    head = "| chapter | finding | " + " | ".join(f"seed {s}" for s in seeds) + " | seeds reproducing |"
+def _count(ch: dict) -> None:
+    """Per finding of one chapter's results: how many seeds (columns) reproduce it, and whether all do."""
+    n_seeds = len(ch["seeds"])
+    for f in ch["findings"].values():
+        f["reproduced_seeds"] = sum(s == REPRODUCED for s in f["by_seed"].values())
+        f["all_seeds"] = f["reproduced_seeds"] == n_seeds
+
+
+def label_order(label) -> tuple:
+    """Sort key of a column: base seeds (integers) first, in order, then sweep points (labels such as
+    ``lr=0.001 seed=0``) alphabetically."""
+    text = str(label)
+    return (0, int(text), "") if text.isdigit() else (1, 0, text)
+
+
+def column_title(label) -> str:
+    """``seed 3`` for a base seed, the label itself for a sweep point."""
+    return f"seed {label}" if str(label).isdigit() else str(label)
+
+
+def merge_points(chapter: str, profile: str, points: list[tuple[str, Path]]) -> Path:
+    """Merge finished runs of ``chapter`` (``(column label, run folder)`` pairs, e.g. the points of
+    ``python -m repro sweep``) into ``_build/robustness/<profile>.json`` and its Markdown table.
+
+    A label that is a plain integer is a base seed and shares its column with
+    ``make robustness``'s run of that seed; other labels (a point with other
+    parameters) get their own column.  Other chapters' and other columns'
+    results are kept.  Returns the JSON path.
+    """
+    outcomes = [ChapterOutcome(chapter, profile, "executed", None, None, None, Path(folder), seed=label)
+                for label, folder in points]
+    new = collect(outcomes).get(chapter, {"seeds": {}, "findings": {}})
+    path = results_path(profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(path.read_text()) if path.exists() else {}
+    ch = results.setdefault(chapter, {"seeds": {}, "findings": {}})
+    ch["seeds"].update(new["seeds"])
+    for fid, f in new["findings"].items():
+        kept = ch["findings"].setdefault(fid, {"statement": f["statement"], "paper": f["paper"], "by_seed": {}})
+        kept["by_seed"].update(f["by_seed"])
+    _count(ch)
+    path.write_text(json.dumps(results, indent=2))
+    columns = sorted({c for r in results.values() for c in r["seeds"]}, key=label_order)
+    path.with_suffix(".md").write_text(markdown(results, columns))
+    return path
+
+
+def markdown(results: dict, seeds: list) -> str:
+    """The findings × seeds table as Markdown (a column per base seed or sweep point)."""
+    head = "| chapter | finding | " + " | ".join(column_title(s) for s in seeds) + " | seeds reproducing |"
     lines = [head, "|" + "---|" * (len(seeds) + 3)]
     for name, ch in results.items():
         for fid, f in ch["findings"].items():

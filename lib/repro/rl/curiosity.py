@@ -283,13 +283,27 @@ class Curiosity:
                for o, a, n in zip(obs_view.split(chunk), actions.split(chunk), next_obs_view.split(chunk))]
         return torch.cat(out)
 
-    def losses(self, obs_view: torch.Tensor, actions: torch.Tensor,
-               next_obs_view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(forward loss, inverse loss) on a random ``proportion`` of the batch; the inverse loss is 0
-        unless features == "idf".  phi is detached in the forward loss, so only the inverse loss trains it."""
+    def keep_mask(self, n: int, device: torch.device,
+                  generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """Which of ``n`` samples the losses use, drawn exactly as :meth:`losses` draws them (None: all, no draw).
+
+        A data-parallel update draws the mask of a whole minibatch once, with
+        a generator every rank shares, and each rank passes its part as
+        ``keep`` (:mod:`repro.rl.distributed`).
+        """
+        if self.settings.proportion >= 1.0:
+            return None
+        return torch.rand(n, device=device, generator=generator) < self.settings.proportion
+
+    def losses(self, obs_view: torch.Tensor, actions: torch.Tensor, next_obs_view: torch.Tensor,
+               keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward loss, inverse loss) on a random ``proportion`` of the batch (or the samples ``keep`` [B]
+        marks); the inverse loss is 0 unless features == "idf".  phi is detached in the forward loss, so only
+        the inverse loss trains it."""
         zero = torch.zeros((), device=obs_view.device)
-        if self.settings.proportion < 1.0:
-            idx = keep_fraction(obs_view.shape[0], self.settings.proportion, obs_view.device)
+        if keep is not None or self.settings.proportion < 1.0:
+            idx = (keep_fraction(obs_view.shape[0], self.settings.proportion, obs_view.device) if keep is None
+                   else keep.nonzero().squeeze(1))
             if idx.numel() == 0:
                 return zero, zero
             obs_view, actions, next_obs_view = obs_view[idx], actions[idx], next_obs_view[idx]
@@ -298,9 +312,10 @@ class Curiosity:
         inv = inverse_loss(self.inverse_head(feat, next_feat), actions) if self.inverse_head is not None else zero
         return fwd, inv
 
-    def loss(self, obs_view: torch.Tensor, actions: torch.Tensor, next_obs_view: torch.Tensor) -> torch.Tensor:
+    def loss(self, obs_view: torch.Tensor, actions: torch.Tensor, next_obs_view: torch.Tensor,
+             keep: torch.Tensor | None = None) -> torch.Tensor:
         """Forward loss (+ inverse loss for IDF) on one minibatch: a scalar to add to PPO's loss."""
-        fwd, inv = self.losses(obs_view, actions, next_obs_view)
+        fwd, inv = self.losses(obs_view, actions, next_obs_view, keep)
         return fwd + inv
 
     @torch.no_grad()

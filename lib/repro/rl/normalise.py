@@ -6,8 +6,10 @@ Golub and LeVeque (1979).  It never accumulates raw sums (whose squares lose
 all precision after billions of frames); the statistics are float64 where the
 device allows it, so merging a batch of 1e4 into a count of 1e10 still moves
 the mean by the right amount.  Two normalisers that saw different data merge
-into the normaliser of the concatenated data (:meth:`RunningMeanStd.merge`),
-which is how statistics from several workers would be combined.
+into the normaliser of the concatenated data (:meth:`RunningMeanStd.merge`);
+in a data-parallel run each worker's batch moments are merged this way before
+they update the shared statistics (:meth:`RunningMeanStd.update_moments`,
+:class:`repro.rl.distributed.SyncedRunningMeanStd`).
 
 :class:`RewardForwardFilter` is the discounted-return filter of the RND paper:
 intrinsic rewards are divided by the running standard deviation of the
@@ -50,10 +52,18 @@ class RunningMeanStd:
 
     def update(self, x: torch.Tensor) -> None:
         """Merge a batch ``x`` of shape [B, *shape]."""
+        self.update_moments(*self.batch_moments(x))
+
+    def batch_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean, population variance, count) of a batch ``x`` [B, *shape], in the statistics' dtype."""
         x = x.reshape(-1, *self.shape).to(self.mean.dtype)
         n_b = torch.tensor(float(x.shape[0]), dtype=self.mean.dtype, device=self.mean.device)
         mean_b = x.mean(0)
         var_b = x.var(0, unbiased=False) if x.shape[0] > 1 else torch.zeros_like(mean_b)
+        return mean_b, var_b, n_b
+
+    def update_moments(self, mean_b: torch.Tensor, var_b: torch.Tensor, n_b: torch.Tensor) -> None:
+        """Merge the moments of a batch (e.g. of several workers' batches, merged first; see :mod:`repro.rl.distributed`)."""
         self.mean, self.var, self.count = merge_moments(self.mean, self.var, self.count, mean_b, var_b, n_b)
 
     def merge(self, other: "RunningMeanStd") -> "RunningMeanStd":

@@ -159,17 +159,28 @@ class RND:
         """The bonus of transitions (s, a, s'): the novelty of s' [B]."""
         return self.novelty(next_obs)
 
-    def state_loss(self, obs: torch.Tensor) -> torch.Tensor:
-        """The predictor's loss on raw states [B, ...] (a random ``proportion`` of them)."""
-        idx = keep_fraction(obs.shape[0], self.proportion, obs.device)
+    def keep_mask(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Which of ``n`` samples the predictor trains on, drawn exactly as :meth:`state_loss` draws them.
+
+        A data-parallel update draws the mask of a whole minibatch once, with
+        a generator every rank shares, and each rank passes its part as
+        ``keep`` (:mod:`repro.rl.distributed`).
+        """
+        return torch.rand(n, device=device, generator=generator) < self.proportion
+
+    def state_loss(self, obs: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The predictor's loss on raw states [B, ...]: a random ``proportion`` of them, or those ``keep`` [B] marks."""
+        idx = keep_fraction(obs.shape[0], self.proportion, obs.device) if keep is None else keep.nonzero().squeeze(1)
         if idx.numel() == 0:
             return torch.zeros((), device=obs.device)
         pred, target = self.nets(self.whiten(obs[idx]))  # only the kept samples are evaluated
         return predictor_loss(pred, target)
 
-    def loss(self, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        """The predictor's loss on a minibatch of transitions: trained on the reached states s'."""
-        return self.state_loss(next_obs)
+    def loss(self, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor,
+             keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The predictor's loss on a minibatch of transitions: trained on the reached states s' (``keep``: see
+        :meth:`state_loss`)."""
+        return self.state_loss(next_obs, keep)
 
     def parameters(self) -> list[nn.Parameter]:
         """The predictor's parameters (the target is frozen)."""

@@ -231,8 +231,22 @@ class Trainer:
 
     def learn(self) -> dict:
         """Bonus, GAE per stream, then PPO epochs with the bonus's own loss on the same minibatches."""
+        s = self.spec.ppo
+        stats, transitions, batch = self._rollout_batch()
+        for g in self.optimizer.param_groups:
+            g["lr"] = s.lr_at(self.update + 1, self.num_updates)
+        aux = None
+        if self.bonus is not None:
+            def aux(idx: torch.Tensor) -> torch.Tensor:  # e.g. rnd-loss, on PPO's minibatch indices
+                return self.bonus.loss(transitions["bonus_obs"][idx], batch["actions"][idx], batch["next_obs"][idx])
+        stats.update(ppo_update(self.net, self.optimizer, batch, s, aux))  # rnd-ppo
+        return {k: float(v) for k, v in stats.items()}
+
+    def _rollout_batch(self) -> tuple[dict, dict, dict]:
+        """The rollout ready for PPO: (intrinsic-reward statistics, transitions, flat batch with advantages)."""
         st, s = self.storage, self.spec.ppo
         stats: dict = {}
+        transitions: dict = {}
         if self.bonus is not None:
             transitions = st.transitions()
             transitions["bonus_obs"] = self.bonus.view(transitions["obs"])
@@ -243,15 +257,7 @@ class Trainer:
         adv, ret = gae(st.rewards, st.values, st.dones, last_v,
                        torch.tensor(s.gammas, device=self.device), s.gae_lambda,
                        torch.tensor(s.episodic, device=self.device))
-        batch = st.flat(adv, ret)
-        for g in self.optimizer.param_groups:
-            g["lr"] = s.lr_at(self.update + 1, self.num_updates)
-        aux = None
-        if self.bonus is not None:
-            def aux(idx: torch.Tensor) -> torch.Tensor:  # e.g. rnd-loss, on PPO's minibatch indices
-                return self.bonus.loss(transitions["bonus_obs"][idx], batch["actions"][idx], batch["next_obs"][idx])
-        stats.update(ppo_update(self.net, self.optimizer, batch, s, aux))  # rnd-ppo
-        return {k: float(v) for k, v in stats.items()}
+        return stats, transitions, st.flat(adv, ret)
 
     def step(self) -> dict:
         """One collect + learn; appends and returns the update's record."""
@@ -261,8 +267,13 @@ class Trainer:
         rec = self.learn()
         t2 = time.perf_counter()
         self.update += 1
+        rec = self._record(rec, eps["returns"], t1 - t0, t2 - t0)
+        self.history.append(rec)
+        return rec
+
+    def _record(self, rec: dict, rets: list, collect_s: float, update_s: float) -> dict:
+        """The update's history record: ``rec`` (losses) + episodes, trackers, steps/s."""
         n = self.spec.num_steps * self.spec.num_envs
-        rets = eps["returns"]
         rec.update({
             "update": self.update, "global_step": self.global_step,
             "episodes": len(rets),
@@ -271,11 +282,18 @@ class Trainer:
         })
         for t in self.trackers:
             rec.update(t.record())
-        rec.update({"sps_env": n / (t1 - t0), "sps": n / (t2 - t0)})
-        self.history.append(rec)
+        rec.update({"sps_env": n / collect_s, "sps": n / update_s})
         return rec
 
     # -- checkpoint ----------------------------------------------------------
+
+    def read_checkpoint(self, path: str | Path, identity: dict) -> dict | None:
+        """The state saved at ``path`` by the run ``identity`` (None if none; see :func:`repro.checkpoint.load_checkpoint`)."""
+        return load_checkpoint(path, identity)
+
+    def write_checkpoint(self, path: str | Path, identity: dict) -> None:
+        """Save :meth:`state_dict` to ``path`` with ``identity``."""
+        save_checkpoint(path, self.state_dict(), identity)
 
     def state_dict(self) -> dict:
         """The whole training state (see the module docstring)."""
@@ -362,7 +380,8 @@ def env_state(envs) -> bytes | None:
 
 def train(trainer: Trainer, checkpoint: str | Path | None = None, checkpoint_every: int = 0,
           identity: dict | None = None, on_update: Callable[[Trainer, dict], None] | None = None,
-          label: str = "rl", progress: bool = True, progress_every_s: float = 15.0) -> dict[str, np.ndarray]:
+          label: str = "rl", progress: bool = True, progress_every_s: float = 15.0,
+          stop_after: int | None = None) -> dict[str, np.ndarray]:
     """Run updates until ``trainer.num_updates``; return the history as :func:`columns` (one array per field).
 
     If ``checkpoint`` exists the run resumes from it (its identity must equal
@@ -371,10 +390,13 @@ def train(trainer: Trainer, checkpoint: str | Path | None = None, checkpoint_eve
     runs first.  Every ``checkpoint_every`` updates the state is saved there.
     ``on_update(trainer, record)`` is called after every update (e.g. to
     snapshot intrinsic-reward maps).  With ``progress`` a
-    :class:`~repro.progress.Progress` reports the updates.
+    :class:`~repro.progress.Progress` reports the updates.  ``stop_after``
+    ends the loop after that update (to test resuming).  The trainer reads and
+    writes the checkpoint (:meth:`Trainer.read_checkpoint`; a data-parallel
+    trainer, :mod:`repro.rl.distributed`, does it on rank 0 only).
     """
     identity = identity if identity is not None else trainer.identity()
-    state = load_checkpoint(checkpoint, identity) if checkpoint is not None else None
+    state = trainer.read_checkpoint(checkpoint, identity) if checkpoint is not None else None
     if state is not None:
         trainer.load_state_dict(state)
     elif trainer.update == 0:
@@ -383,12 +405,12 @@ def train(trainer: Trainer, checkpoint: str | Path | None = None, checkpoint_eve
                    start=trainer.update) if progress else None
     if bar is not None and state is not None:
         bar.log(f"resumed from {checkpoint} at update {trainer.update}")
-    while trainer.update < trainer.num_updates:
+    while trainer.update < (trainer.num_updates if stop_after is None else min(stop_after, trainer.num_updates)):
         rec = trainer.step()
         if on_update is not None:
             on_update(trainer, rec)
         if checkpoint is not None and checkpoint_every and trainer.update % checkpoint_every == 0:
-            save_checkpoint(checkpoint, trainer.state_dict(), identity)
+            trainer.write_checkpoint(checkpoint, identity)
         if bar is not None:
             bar.update(trainer.update, steps=trainer.global_step, ret=rec["return_mean"],
                        **{k.removeprefix("distinct_"): rec[k] for k in rec if k.startswith(("distinct_", "share_"))})

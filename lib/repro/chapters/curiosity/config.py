@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...config import ConfigError, ProfileConfig, param
+from ...launch import DataParallelParams
 from ...scorecard import CHECK, FINDING, Above, Claim, Greater, Holds, Within
 
 FEATURES = ("rf", "idf", "pixels")
@@ -125,8 +126,9 @@ CLAIMS = (
 
 
 @dataclass(frozen=True)
-class CuriosityConfig(ProfileConfig):
-    """Purely curious agents on a game, the noisy TV in the rooms gridworld, and the batch-size sweep."""
+class CuriosityConfig(DataParallelParams, ProfileConfig):
+    """Purely curious agents on a game, the noisy TV in the rooms gridworld, and the batch-size sweep
+    (``nproc`` etc.: data-parallel training under torchrun, :mod:`repro.launch`)."""
 
     # experiment 1: pure curiosity on a game
     env: str = param("MinAtar/Breakout-v1", "the game purely curious agents play", choices=MINATAR_GAMES + ATARI_GAMES)
@@ -204,6 +206,8 @@ class CuriosityConfig(ProfileConfig):
                 raise ConfigError(f"{name} must not repeat")
         if self.num_envs in self.env_sweep:
             raise ConfigError("env_sweep lists extra settings: leave out num_envs, which the main runs cover")
+        envs = (self.num_envs, *self.env_sweep) + ((self.tv_num_envs,) if self.tv_methods else ())
+        self.check_data_parallel(env_counts=envs, checkpoint_dir=self.checkpoint_dir)
 
     @property
     def is_atari(self) -> bool:

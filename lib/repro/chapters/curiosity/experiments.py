@@ -29,7 +29,9 @@ import numpy as np
 import torch
 
 from ...checkpoint import make_identity
+from ...distributed import DistContext, run_parallel
 from ...rl.curiosity import CuriositySettings
+from ...rl.distributed import DistributedTrainer
 from ...rl.envs import env_factory, make_vector_env
 from ...rl.ppo import PPOSettings
 from ...rl.rnd import RNDSettings
@@ -123,9 +125,11 @@ def random_policy(cfg: CuriosityConfig, seed: int) -> dict:
     return {"returns": returns}
 
 
-def run_job(cfg: CuriosityConfig, job: tuple, folder: str, device: str = "cpu", threads: int | None = None) -> dict:
+def run_job(cfg: CuriosityConfig, job: tuple, folder: str, device: str = "cpu", threads: int | None = None,
+            ctx: DistContext | None = None) -> dict:
     """One job (see :func:`jobs`); with ``cfg.checkpoint_every`` a training run checkpoints to and resumes from
-    ``<folder>/<job name>.pt``.  Returns plain data: the job, its history (training runs), wall time."""
+    ``<folder>/<job name>.pt``.  Returns plain data: the job, its history (training runs), wall time.  With
+    ``ctx`` a training run is one rank's part of a data-parallel run (:mod:`repro.rl.distributed`)."""
     if threads is not None:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -142,11 +146,13 @@ def run_job(cfg: CuriosityConfig, job: tuple, folder: str, device: str = "cpu", 
         spec = tv_run(cfg, method, seed)
     n_updates = cfg.updates(cfg.total_steps if job[0] == "game" else cfg.tv_total_steps, spec.num_envs,
                             spec.num_steps)
-    trainer = Trainer(spec, torch.device(device), n_updates)
+    trainer = (Trainer(spec, torch.device(device), n_updates) if ctx is None
+               else DistributedTrainer(spec, ctx, n_updates))
     ident = make_identity(f"curiosity/{job_name(job)}", dataclasses.asdict(spec), num_updates=n_updates)
     ckpt = Path(folder) / f"{job_name(job)}.pt" if cfg.checkpoint_every else None
     out["history"] = train(trainer, checkpoint=ckpt, checkpoint_every=cfg.checkpoint_every, identity=ident,
-                           label=f"curiosity {job_name(job)}", progress=cfg.progress_every_s > 0,
+                           label=f"curiosity {job_name(job)}",
+                           progress=cfg.progress_every_s > 0 and (ctx is None or ctx.is_main),
                            progress_every_s=cfg.progress_every_s)
     out["global_step"] = trainer.global_step
     if job[0] == "tv":
@@ -172,8 +178,30 @@ def run_all(cfg: CuriosityConfig, device: torch.device, run_dir: str | Path) -> 
         print(line, flush=True)
         return res
 
+    if cfg.world_size > 1:
+        return [report(r) for r in run_parallel("repro.chapters.curiosity.experiments:train_parallel", cfg, folder)]
     return [report(r) for r in run_jobs(run_job, [(cfg, job, str(folder), str(device)) for job in todo],
                                         cfg.workers, device)]
+
+
+def train_parallel(cfg: CuriosityConfig, ctx: DistContext, folder: Path) -> list[dict] | None:
+    """One rank of the chapter's data-parallel run (started by :func:`run_all` through torchrun).
+
+    Every training run (game, noisy TV) is spread over all ranks, each
+    stepping ``num_envs / world`` environments; the random-policy baselines
+    (no training) are dealt out to the ranks whole.  Returns every job's result
+    on rank 0, in :func:`jobs` order.
+    """
+    todo = jobs(cfg)
+    mine = {i: run_job(cfg, job, str(folder), str(ctx.device)) for i, job in enumerate(todo)
+            if job[0] == "random" and i % ctx.world == ctx.rank}
+    shared = {i: run_job(cfg, job, str(folder), str(ctx.device), ctx=ctx) for i, job in enumerate(todo)
+              if job[0] != "random"}
+    everyone = ctx.all_gather(mine)
+    if not ctx.is_main:
+        return None
+    done = {**shared, **{i: r for part in everyone for i, r in part.items()}}
+    return [done[i] for i in range(len(todo))]
 
 
 # ---------------------------------------------------------------------------

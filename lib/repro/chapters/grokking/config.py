@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from repro.config import ConfigError, ProfileConfig, param
+from repro.launch import DataParallelParams
 from repro.scorecard import FINDING, Claim, EverySeed, Greater, Less
 
 MODULAR_OPS = ("x+y", "x-y", "x/y", "x/y if y odd else x-y", "x^2+y^2", "x^2+xy+y^2",
@@ -47,8 +48,9 @@ def _is_prime(p: int) -> bool:
 
 
 @dataclass(frozen=True)
-class GrokkingConfig(ProfileConfig):
-    """All knobs of the grokking chapter; see ``python -m repro params grokking``."""
+class GrokkingConfig(DataParallelParams, ProfileConfig):
+    """All knobs of the grokking chapter; see ``python -m repro params grokking`` (``nproc`` etc.: the
+    ensembles sharded over torchrun processes, :mod:`repro.launch`)."""
 
     operation: str = param("x/y", "operation of Figure 1 and the fraction sweep", choices=OPERATIONS)
     p: int = param(31, "prime modulus (the paper uses 97)", min=3, max=211)
@@ -80,6 +82,7 @@ class GrokkingConfig(ProfileConfig):
     n_evals: int = param(120, "log-spaced evaluation points", min=2, max=10000)
     early_stop: bool = param(True, "stop once every model has generalised and plateaued")
     checkpoint_every: int = param(0, "steps between checkpoints (0: none)", min=0)
+    checkpoint_dir: str = param("", "where checkpoints (and data-parallel results) live ('' = <run folder>/checkpoints)")
 
     PROFILES = {
         "smoke": dict(p=13, fractions=(0.5, 0.8), n_seeds=2, steps=200, embed_steps=150, n_evals=20,
@@ -102,6 +105,7 @@ class GrokkingConfig(ProfileConfig):
             raise ConfigError(f"n_evals ({self.n_evals}) cannot exceed steps ({self.steps})")
         if len(self.symmetry_operations) == 1:
             raise ConfigError("symmetry_operations needs at least two operations to compare (or none)")
+        self.check_data_parallel(checkpoint_dir=self.checkpoint_dir)
 
 
 CLAIMS = (

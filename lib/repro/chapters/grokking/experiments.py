@@ -16,9 +16,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import dataclasses
+import os
+
 from repro.config import ConfigError
-from repro.grokking import (EnsembleSettings, GrokRun, History, OptimSettings, fourier_power, n_elements,
-                            top_k_share, train)
+from repro.distributed import DistContext, run_parallel
+from repro.grokking import (EnsembleSettings, GrokRun, History, OptimSettings, fourier_power, merge_histories,
+                            n_elements, top_k_share, train, train_shard)
 
 from .config import CHANCE_MARGIN, DELAY_RATIO, FOURIER_FACTOR, GENERALISED, INTERVENTIONS, GrokkingConfig
 
@@ -37,14 +41,76 @@ def seeds(cfg: GrokkingConfig) -> list[int]:
     return [cfg.seed + s for s in range(cfg.n_seeds)]
 
 
+def _work_folder(folder: str | Path | None, cfg: GrokkingConfig) -> Path | None:
+    """Where checkpoints (and data-parallel results) live: ``checkpoint_dir``, else ``<folder>/checkpoints``."""
+    if cfg.checkpoint_dir:
+        return Path(cfg.checkpoint_dir)
+    return Path(folder) / "checkpoints" if folder is not None else None
+
+
 def _checkpoint(folder: str | Path | None, name: str, cfg: GrokkingConfig) -> Path | None:
     """Where experiment ``name`` checkpoints (None when checkpointing is off)."""
-    return Path(folder) / "checkpoints" / f"{name}.pt" if folder is not None and cfg.checkpoint_every else None
+    work = _work_folder(folder, cfg)
+    return work / f"{name}.pt" if work is not None and cfg.checkpoint_every else None
 
 
 def _train(runs: list[GrokRun], cfg: GrokkingConfig, name: str, folder, steps: int | None = None) -> History:
+    if cfg.world_size > 1:  # every ensemble of the chapter was trained by one torchrun launch
+        work = _work_folder(folder, cfg)
+        if work is None:
+            raise ConfigError("a data-parallel run needs a folder for its results: pass the run folder or set "
+                              "checkpoint_dir")
+        trained = run_parallel("repro.chapters.grokking.experiments:train_parallel", cfg, work)
+        if name not in trained or trained[name].runs != runs:
+            raise RuntimeError(f"ensemble {name!r} is not in planned_ensembles(cfg) as the notebook asks for it")
+        return trained[name]
     return train(runs, ensemble_settings(cfg, steps), experiment=f"grokking/{name}",
                  checkpoint=_checkpoint(folder, name, cfg))
+
+
+def planned_ensembles(cfg: GrokkingConfig) -> list[tuple[str, list[GrokRun], int | None]]:
+    """Every ensemble the chapter trains, as (name, runs, step budget or None for ``cfg.steps``), in notebook order.
+
+    The notebook's four experiment cells ask for them one by one; a
+    data-parallel run trains them all in one launch (:func:`train_parallel`).
+    """
+    plan = [("fraction-sweep", sweep_runs(cfg), None)]
+    if intervention_new_runs(cfg):
+        plan.append(("interventions", intervention_new_runs(cfg), None))
+    plan += [(f"symmetry-{n}", runs, None) for n, runs in symmetry_groups(cfg).items()]
+    if embedding_source(cfg) is None:
+        plan.append(("embeddings", embedding_runs(cfg), cfg.embed_steps))
+    return plan
+
+
+def train_parallel(cfg: GrokkingConfig, ctx: DistContext, folder: Path) -> dict[str, History] | None:
+    """One process of the chapter's data-parallel run: every planned ensemble, sharded over the processes.
+
+    Each process trains every ``world``-th model of each ensemble on its own
+    device (:func:`repro.grokking.train_shard`; no gradient is shared), with
+    its own checkpoints ``<name>-shard<r>of<w>.pt``; the histories are
+    gathered and merged on rank 0, which returns ``{name: History}``.
+
+    At full batch (``batch_size`` 0) a model trains on the same data as in the
+    one-process ensemble.  With minibatches, each ensemble draws its batches
+    from one generator over its members, so a sharded model sees other
+    (equally random) batches than it would in the whole ensemble.
+    """
+    device = "cuda" if ctx.device.type == "cuda" else "cpu"  # cuda = this process's GPU (torch.cuda.set_device)
+    quiet = None if ctx.is_main else open(os.devnull, "w")
+    out: dict[str, History] = {}
+    try:
+        for name, runs, steps in planned_ensembles(cfg):
+            settings = dataclasses.replace(ensemble_settings(cfg, steps), device=device)
+            ckpt = folder / f"{name}-shard{ctx.rank}of{ctx.world}.pt" if cfg.checkpoint_every else None
+            part = train_shard(runs, settings, ctx, experiment=f"grokking/{name}", checkpoint=ckpt, stream=quiet)
+            parts = ctx.all_gather(part)
+            if ctx.is_main:
+                out[name] = merge_histories(parts, runs)
+    finally:
+        if quiet is not None:
+            quiet.close()
+    return out if ctx.is_main else None
 
 
 def censored(value: float, budget: int) -> float:
@@ -113,15 +179,26 @@ def intervention_run(name: str, operation: str, fraction: float, seed: int, weig
     raise ConfigError(f"unknown intervention {name!r}; choose one of {', '.join(INTERVENTIONS)}")
 
 
+def intervention_spec(cfg: GrokkingConfig) -> dict[str, list[GrokRun]]:
+    """Per regulariser of ``cfg.interventions``, its runs at ``train_fraction`` (one per seed)."""
+    return {name: [intervention_run(name, cfg.operation, cfg.train_fraction, s, cfg.weight_decay)
+                   for s in seeds(cfg)] for name in cfg.interventions}
+
+
+def intervention_new_runs(cfg: GrokkingConfig, trained: list[GrokRun] | None = None) -> list[GrokRun]:
+    """The regulariser runs the fraction sweep (``trained``, by default :func:`sweep_runs`) does not already hold."""
+    trained = sweep_runs(cfg) if trained is None else trained
+    return [r for runs in intervention_spec(cfg).values() for r in runs if r not in trained]
+
+
 def intervention_sweep(cfg: GrokkingConfig, sweep: History, folder=None) -> tuple[History | None, dict]:
     """Train the regularisers at ``train_fraction`` (weight decay is reused from ``sweep``).
 
     Returns the new ensemble's History (None if nothing new) and, per
     intervention, the per-seed steps to 99% validation accuracy (nan: censored).
     """
-    spec = {name: [intervention_run(name, cfg.operation, cfg.train_fraction, s, cfg.weight_decay)
-                   for s in seeds(cfg)] for name in cfg.interventions}
-    new = [r for runs in spec.values() for r in runs if r not in sweep.runs]
+    spec = intervention_spec(cfg)
+    new = intervention_new_runs(cfg, sweep.runs)
     reg = _train(new, cfg, "interventions", folder) if new else None
     out = {}
     for name, runs in spec.items():
@@ -139,12 +216,17 @@ def symmetry_runs(cfg: GrokkingConfig) -> list[GrokRun]:
             for f in cfg.symmetry_fractions for s in seeds(cfg)]
 
 
-def symmetry_sweep(cfg: GrokkingConfig, folder=None) -> list[History]:
-    """Train Figure 2 right's runs: one ensemble per table size (S5's 120 symbols vs p)."""
+def symmetry_groups(cfg: GrokkingConfig) -> dict[int, list[GrokRun]]:
+    """Figure 2 right's runs grouped by table size (S5's 120 symbols vs p), smaller tables first."""
     by_size: dict[int, list[GrokRun]] = {}
     for r in symmetry_runs(cfg):
         by_size.setdefault(n_elements(r.operation, cfg.p), []).append(r)
-    return [_train(runs, cfg, f"symmetry-{n}", folder) for n, runs in sorted(by_size.items())]
+    return dict(sorted(by_size.items()))
+
+
+def symmetry_sweep(cfg: GrokkingConfig, folder=None) -> list[History]:
+    """Train Figure 2 right's runs: one ensemble per table size (S5's 120 symbols vs p)."""
+    return [_train(runs, cfg, f"symmetry-{n}", folder) for n, runs in symmetry_groups(cfg).items()]
 
 
 def steps_by_operation(hists: list[History], cfg: GrokkingConfig) -> dict[str, dict[float, list[float]]]:
@@ -161,6 +243,15 @@ def steps_by_operation(hists: list[History], cfg: GrokkingConfig) -> dict[str, d
 def embedding_runs(cfg: GrokkingConfig) -> list[GrokRun]:
     """Figure 3's runs: the embedding operation at ``train_fraction`` x seeds, with weight decay."""
     return [GrokRun(cfg.embed_operation, cfg.train_fraction, s, cfg.weight_decay) for s in seeds(cfg)]
+
+
+def embedding_source(cfg: GrokkingConfig) -> int | None:
+    """The table size of the symmetry ensemble that already trains Figure 3's runs (None: they train on their own)."""
+    runs = embedding_runs(cfg)
+    for n, group in symmetry_groups(cfg).items():
+        if all(r in group for r in runs):
+            return n
+    return None
 
 
 def embedding_run(cfg: GrokkingConfig, symmetry: list[History] = (), folder=None) -> tuple[History, list[int]]:
@@ -200,6 +291,7 @@ def embedding_shares(hist: History, index: list[int], cfg: GrokkingConfig, top: 
             "embeddings": grokked}
 
 
-__all__ = ["censored", "delay_table", "embedding_run", "embedding_runs", "embedding_shares", "ensemble_settings",
-           "fraction_sweep", "intervention_run", "intervention_sweep", "seeds", "steps_by_fraction",
-           "steps_by_operation", "sweep_runs", "symmetry_runs", "symmetry_sweep", "val_99_of"]
+__all__ = ["censored", "delay_table", "embedding_run", "embedding_runs", "embedding_shares", "embedding_source",
+           "ensemble_settings", "fraction_sweep", "intervention_new_runs", "intervention_run", "intervention_spec",
+           "intervention_sweep", "planned_ensembles", "seeds", "steps_by_fraction", "steps_by_operation",
+           "sweep_runs", "symmetry_groups", "symmetry_runs", "symmetry_sweep", "train_parallel", "val_99_of"]

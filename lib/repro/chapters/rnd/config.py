@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...config import ConfigError, ProfileConfig, param
+from ...launch import DataParallelParams
 from ...scorecard import CHECK, FINDING, Above, Below, Claim, Greater, Holds
 
 METHODS = ("ppo", "rnd_episodic", "rnd")
@@ -112,8 +113,9 @@ CLAIMS = (
 
 
 @dataclass(frozen=True)
-class RNDConfig(ProfileConfig):
-    """PPO vs PPO+RND: the task, the agents' hyperparameters, seeds and budget."""
+class RNDConfig(DataParallelParams, ProfileConfig):
+    """PPO vs PPO+RND: the task, the agents' hyperparameters, seeds and budget (``nproc`` etc.: data-parallel
+    training under torchrun, :mod:`repro.launch`)."""
 
     env: str = param("rooms", "task: the rooms gridworld or an Atari game", choices=ENVS)
     room_size: int = param(5, "rooms task: cells per room side", min=2)
@@ -164,13 +166,15 @@ class RNDConfig(ProfileConfig):
     }
 
     def check(self) -> None:
-        """Cross-field rules: minibatches divide a rollout, at least one rollout, no repeated method."""
+        """Cross-field rules: minibatches divide a rollout, at least one rollout, no repeated method, the
+        environments split evenly over the data-parallel processes."""
         if (self.num_envs * self.num_steps) % self.minibatches:
             raise ConfigError("num_envs * num_steps must be divisible by minibatches")
         if self.total_steps < self.num_envs * self.num_steps:
             raise ConfigError("total_steps must cover at least one rollout (num_envs * num_steps)")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError("methods must not repeat")
+        self.check_data_parallel(env_counts=(self.num_envs,), checkpoint_dir=self.checkpoint_dir)
 
     @property
     def num_updates(self) -> int:

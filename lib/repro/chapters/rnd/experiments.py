@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from ...checkpoint import make_identity
+from ...distributed import DistContext, run_parallel
+from ...rl.distributed import DistributedTrainer
 from ...rl.envs import rooms_all_states
 from ...rl.ppo import PPOSettings
 from ...rl.rnd import RNDSettings
@@ -115,21 +117,27 @@ def run_identity(cfg: RNDConfig, method: str, seed: int) -> dict:
 
 
 def run_method(cfg: RNDConfig, method: str, seed: int, device: torch.device,
-               checkpoint: str | Path | None = None) -> dict:
+               checkpoint: str | Path | None = None, ctx: DistContext | None = None,
+               stop_after: int | None = None) -> dict:
     """Train one agent; return its history, visit counts, and (rooms + RND) intrinsic-reward maps.
 
     With ``checkpoint`` the run saves there every ``cfg.checkpoint_every``
     updates and resumes from it if it exists (a checkpoint of another run
-    raises :class:`repro.checkpoint.CheckpointMismatch`).
+    raises :class:`repro.checkpoint.CheckpointMismatch`).  With ``ctx`` this
+    process is one rank of a data-parallel run (:mod:`repro.rl.distributed`):
+    it steps its share of the environments, and the returned numbers describe
+    all of them.  ``stop_after`` ends training after that update (tests).
     """
-    trainer = Trainer(rl_run(cfg, method, seed), device, cfg.num_updates)
+    spec = rl_run(cfg, method, seed)
+    trainer = Trainer(spec, device, cfg.num_updates) if ctx is None else DistributedTrainer(spec, ctx, cfg.num_updates)
+    main = ctx is None or ctx.is_main
     maps: list[dict] = []
-    snapshot = map_snapshotter(trainer, 0 if cfg.is_atari else cfg.n_maps, maps)
+    snapshot = map_snapshotter(trainer, 0 if cfg.is_atari or not main else cfg.n_maps, maps)
     t0 = time.perf_counter()
     history = train(trainer, checkpoint=checkpoint, checkpoint_every=cfg.checkpoint_every,
                     identity=run_identity(cfg, method, seed), on_update=snapshot,
-                    label=f"rnd {method} seed {seed}", progress=cfg.progress_every_s > 0,
-                    progress_every_s=cfg.progress_every_s)
+                    label=f"rnd {method} seed {seed}", progress=cfg.progress_every_s > 0 and main,
+                    progress_every_s=cfg.progress_every_s, stop_after=stop_after)
     wall = time.perf_counter() - t0
     out = {"method": method, "seed": seed, "history": history, "maps": maps, "wall_s": wall,
            "cell_counts": trainer.tracker("cell").counts.copy(), "room_counts": trainer.tracker("room").counts.copy(),
@@ -143,21 +151,48 @@ def run_all(cfg: RNDConfig, device: torch.device, run_dir: str | Path | None = N
 
     With ``cfg.checkpoint_every`` > 0 each run checkpoints to
     ``<checkpoint_dir>/<method>-seed<seed>.pt`` and resumes from that file if it exists.
-    Prints one summary line per run.
+    With ``cfg.nproc * cfg.nnodes`` > 1 the runs train data-parallel under
+    torchrun (:func:`train_parallel`) and this returns rank 0's results, the
+    same data as a one-process run's.  Prints one summary line per run.
     """
     ckdir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else Path(run_dir or ".") / "checkpoints"
+    if cfg.world_size > 1:
+        results = run_parallel("repro.chapters.rnd.experiments:train_parallel", cfg, ckdir)
+        for res in results:
+            _report(res)
+        return results
     results = []
     for method in cfg.methods:
         for r in range(cfg.n_seeds):
             seed = cfg.seed + r
-            ckpt = ckdir / f"{method}-seed{seed}.pt" if cfg.checkpoint_every else None
-            res = run_method(cfg, method, seed, device, checkpoint=ckpt)
-            s = summarise(res)
-            print(f"[rnd] {method} seed {seed}: {res['global_step']} steps in {res['wall_s']:.1f}s, "
-                  f"{s['distinct_cells']} cells, {s['successes']} goal episodes, "
-                  f"final return {s['final_return']:.3f}", flush=True)
+            res = run_method(cfg, method, seed, device, checkpoint=_checkpoint(ckdir, cfg, method, seed))
+            _report(res)
             results.append(res)
     return results
+
+
+def _checkpoint(folder: Path, cfg: RNDConfig, method: str, seed: int) -> Path | None:
+    return folder / f"{method}-seed{seed}.pt" if cfg.checkpoint_every else None
+
+
+def _report(res: dict) -> None:
+    s = summarise(res)
+    print(f"[rnd] {res['method']} seed {res['seed']}: {res['global_step']} steps in {res['wall_s']:.1f}s, "
+          f"{s['distinct_cells']} cells, {s['successes']} goal episodes, "
+          f"final return {s['final_return']:.3f}", flush=True)
+
+
+def train_parallel(cfg: RNDConfig, ctx: DistContext, folder: Path, stop_after: int | None = None) -> list[dict] | None:
+    """One rank of the data-parallel run of every method x seed (started by :func:`run_all` through torchrun).
+
+    Each run is spread over all ranks (each steps ``num_envs / world``
+    environments, :class:`repro.rl.distributed.DistributedTrainer`) and
+    checkpoints as in a one-process run; returns the results on rank 0.
+    """
+    results = [run_method(cfg, method, seed, ctx.device, checkpoint=_checkpoint(folder, cfg, method, seed), ctx=ctx,
+                          stop_after=stop_after)
+               for method in cfg.methods for seed in range(cfg.seed, cfg.seed + cfg.n_seeds)]
+    return results if ctx.is_main else None
 
 
 # ---------------------------------------------------------------------------
