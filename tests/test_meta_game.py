@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from repro.meta.game import (DRAW, LOSS, ONGOING, SELFPLAY_PPO, WIN, MetaAdaptation, NoAdaptation,
-                             SumoVsOpponents, Tracking, actor_params, iterated_game, outcome_rates, selfplay_snapshots)
+                             SumoVsOpponents, Tracking, actor_parameters, iterated_game, outcome_rates, selfplay_snapshots)
 from repro.rl.ppo import GaussianActorCritic
 
 D, A = 14, 4  # the disc's observation and action sizes
@@ -124,7 +124,7 @@ def test_selfplay_snapshots_differ_and_resume_to_the_same_result(tmp_path, one_t
 def test_iterated_game_rates_and_strategies():
     snaps = [_snapshot(0), _snapshot(1)]
     env = SumoVsOpponents(4, episode_steps=6, snapshots=snaps, hidden=16, seed=0)
-    theta = actor_params(_snapshot(5))
+    theta = actor_parameters(_snapshot(5))
     none = NoAdaptation(theta)
     res = iterated_game(env, none, rounds=3, episodes_per_round=2, seed=0)
     np.testing.assert_allclose(res["win"] + res["loss"] + res["draw"], 1.0)

@@ -170,9 +170,11 @@ def policy_params(policy: nn.Module) -> Params:
     return {k: v.detach().clone() for k, v in policy.named_parameters()}
 
 
-def actor_parameters(net: nn.Module) -> Params:
-    """theta from a ``GaussianActorCritic`` (its ``actor.*`` and ``log_std``), for a MetaPolicy of the same sizes."""
-    return {k: v.detach().clone() for k, v in net.named_parameters() if k.startswith("actor.") or k == "log_std"}
+def actor_parameters(net: nn.Module | dict[str, torch.Tensor]) -> Params:
+    """theta from a ``GaussianActorCritic`` or its ``state_dict`` (its ``actor.*`` and ``log_std``, detached
+    float32 copies), for a MetaPolicy of the same sizes."""
+    state = dict(net.named_parameters()) if isinstance(net, nn.Module) else net
+    return {k: v.detach().clone().float() for k, v in state.items() if k.startswith("actor.") or k == "log_std"}
 
 
 def stack_params(theta: Params, groups: int) -> Params:

@@ -26,8 +26,9 @@ Rewards: the sumo reward of side ``a`` (outcome +2000 / -2000, draw -1000, plus 
 constant, so it changes no policy ordering).
 
 Parameters are dicts of tensors named like ``GaussianActorCritic``'s actor (``actor.1.weight``,
-..., ``log_std``), used through :func:`torch.func.functional_call` on :class:`ActorSkeleton`
-(the same layout as :class:`repro.meta.adapt.MetaPolicy`, so such a dict is also a theta there).
+..., ``log_std``), used through :func:`torch.func.functional_call` on
+:class:`repro.meta.adapt.MetaPolicy` (the same layout, so a snapshot's actor is a theta for
+the meta-learner).
 
 Shapes: N arenas, K snapshots, T = ``episode_steps``, D observation size, A action size,
 M = ``episodes_per_round * N`` bouts of a round, R rounds.
@@ -49,6 +50,7 @@ from torch.func import functional_call, vmap
 from ..checkpoint import load_checkpoint, make_identity, save_checkpoint
 from ..progress import Progress
 from ..rl.ppo import GaussianActorCritic, PPOSettings, diag_gaussian_logprob, gae, ppo_update
+from .adapt import MetaPolicy, MetaSettings, Trajectories, actor_parameters, adapt, tracking_update
 from .sumo import A_WINS, B_WINS, DRAW, ONGOING, SumoArenas
 
 Params = dict[str, torch.Tensor]
@@ -63,31 +65,6 @@ SELFPLAY_PPO = PPOSettings(lr=3e-4, gammas=(0.99,), episodic=(True,), adv_coefs=
 # ---------------------------------------------------------------------------
 # Policies as parameter dicts
 # ---------------------------------------------------------------------------
-
-
-class ActorSkeleton(nn.Module):
-    """The actor half of a ``GaussianActorCritic`` for functional calls: ``forward(obs) ->
-    (mu [..., A], log_std [..., A])`` (log_std expanded, so a vmapped call stacks it).
-
-    Parameter names ``actor.*`` and ``log_std``, as in ``GaussianActorCritic.state_dict()``.
-    """
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 64):
-        super().__init__()
-        net = GaussianActorCritic((obs_dim,), act_dim, 1, hidden)
-        self.actor, self.log_std = net.actor, net.log_std
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.actor(obs)
-        return mean, self.log_std.expand_as(mean)
-
-
-def actor_params(state: dict[str, torch.Tensor] | nn.Module) -> Params:
-    """The actor's parameters (``actor.*``, ``log_std``), detached float32 copies, from a
-    ``GaussianActorCritic`` or its ``state_dict``."""
-    if isinstance(state, nn.Module):
-        state = state.state_dict()
-    return {k: v.detach().clone().float() for k, v in state.items() if k.startswith("actor.") or k == "log_std"}
 
 
 def outcome_rates(outcomes: np.ndarray) -> dict[str, float]:
@@ -153,7 +130,7 @@ class SumoVsOpponents(gym.vector.VectorEnv):
         self.observation_space = self.arenas.observation_space
         self.action_space = self.arenas.action_space
         self.reward_scale, self.opponent_mode, self.hidden = float(reward_scale), opponent_mode, int(hidden)
-        self.skeleton = ActorSkeleton(self.obs_dim, self.n_actions, self.hidden)
+        self.skeleton = MetaPolicy(self.obs_dim, self.n_actions, self.hidden)
         if snapshots is None:
             torch_state = torch.random.get_rng_state()
             try:  # a fresh opponent from `seed` without touching torch's global stream
@@ -178,7 +155,7 @@ class SumoVsOpponents(gym.vector.VectorEnv):
         if len(snapshots) == 0:
             raise ValueError("need at least one opponent snapshot")
         names = dict(self.skeleton.named_parameters())
-        params = [actor_params(s) for s in snapshots]
+        params = [actor_parameters(s) for s in snapshots]
         for k, p in enumerate(params):
             if set(p) != set(names) or any(p[n].shape != names[n].shape for n in names):
                 raise ValueError(f"snapshot {k} is not a GaussianActorCritic actor of obs {self.obs_dim}, "
@@ -434,7 +411,7 @@ class RoundBatch(NamedTuple):
 class Strategy(Protocol):
     """What the iterated game asks of an adapting agent.
 
-    ``params()`` - the parameter dict (``ActorSkeleton`` names) the agent plays the next round
+    ``params()`` - the parameter dict (``MetaPolicy`` names) the agent plays the next round
     with; ``observe(batch: RoundBatch)`` - adapt on the round just played (with the parameters
     ``params()`` returned before it).
     """
@@ -452,20 +429,13 @@ class NoAdaptation:
     """Always theta (book: the "no adaptation" baseline)."""
 
     def __init__(self, theta: Params | dict[str, torch.Tensor]):
-        self.theta = actor_params(theta)
+        self.theta = actor_parameters(theta)
 
     def params(self) -> Params:
         return self.theta
 
     def observe(self, batch: RoundBatch) -> None:
         pass
-
-
-def _pg_advantages(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
-    """A = R_t - mean_M R_t, divided by its standard deviation: rewards [M, T] -> [M, T]
-    (``repro.meta.adapt.advantages`` for one group)."""
-    from .adapt import advantages
-    return advantages(rewards[None], gamma, True)[0]
 
 
 class Tracking:
@@ -482,28 +452,19 @@ class Tracking:
                  gamma: float = 0.99, hidden: int | None = None):
         if not lr >= 0 or steps < 1:
             raise ValueError("Tracking needs lr >= 0 and steps >= 1")
-        self.phi = actor_params(theta)
-        self.lr, self.steps, self.gamma = float(lr), int(steps), float(gamma)
-        obs_dim = self.phi["actor.1.weight"].shape[1]
-        act_dim = self.phi["log_std"].shape[0]
+        self.phi = actor_parameters(theta)
         hidden = self.phi["actor.1.weight"].shape[0] if hidden is None else hidden
-        self.skeleton = ActorSkeleton(obs_dim, act_dim, hidden)
+        self.settings = MetaSettings(hidden=hidden, gamma=float(gamma), tracking_steps=int(steps),
+                                     tracking_lr=float(lr), tracking_optimizer="sgd")
+        self.skeleton = MetaPolicy(self.phi["actor.1.weight"].shape[1], self.phi["log_std"].shape[0], hidden)
 
     def params(self) -> Params:
         return self.phi
 
     def observe(self, batch: RoundBatch) -> None:
-        adv = _pg_advantages(batch.rewards, self.gamma)
-        phi = self.phi
-        for _ in range(self.steps):
-            phi = {k: v.detach().requires_grad_() for k, v in phi.items()}
-            with torch.enable_grad():
-                mean, log_std = functional_call(self.skeleton, phi, (batch.obs,))
-                logp = diag_gaussian_logprob(mean, log_std, batch.actions)
-                loss = -(torch.exp(logp - batch.logprobs) * adv).mean()
-                grads = torch.autograd.grad(loss, list(phi.values()))
-            phi = {k: (v - self.lr * g).detach() for (k, v), g in zip(phi.items(), grads)}
-        self.phi = phi
+        phi, _ = tracking_update(self.skeleton, {k: v[None] for k, v in self.phi.items()},
+                                 Trajectories(*batch.grouped()), self.settings)
+        self.phi = {k: v[0] for k, v in phi.items()}
 
 
 class MetaAdaptation:
@@ -516,14 +477,13 @@ class MetaAdaptation:
         self.theta, self.alpha, self.settings = _copy(theta), {k: a.detach() for k, a in alpha.items()}, settings
         if policy is None:
             obs_dim, act_dim = self.theta["actor.1.weight"].shape[1], self.theta["log_std"].shape[0]
-            policy = ActorSkeleton(obs_dim, act_dim, self.theta["actor.1.weight"].shape[0])
+            policy = MetaPolicy(obs_dim, act_dim, self.theta["actor.1.weight"].shape[0])
         self.policy, self.phi = policy, self.theta
 
     def params(self) -> Params:
         return self.phi
 
     def observe(self, batch: RoundBatch) -> None:
-        from .adapt import Trajectories, adapt
         phi = adapt(self.policy, self.theta, self.alpha, Trajectories(*batch.grouped()), self.settings)
         self.phi = {k: v[0] for k, v in phi.items()}
 
@@ -531,7 +491,7 @@ class MetaAdaptation:
 def play_episode(env: SumoVsOpponents, params: Params, generator: torch.Generator, reset_seed: int | None = None,
                  skeleton: nn.Module | None = None) -> RoundBatch:
     """One episode of every arena with side a sampling from ``params``; a :class:`RoundBatch` of N bouts."""
-    skeleton = skeleton if skeleton is not None else ActorSkeleton(env.obs_dim, env.n_actions, env.hidden)
+    skeleton = skeleton if skeleton is not None else MetaPolicy(env.obs_dim, env.n_actions, env.hidden)
     obs_np, _ = env.reset(seed=reset_seed)
     obs_l, act_l, rew_l, logq_l = [], [], [], []
     with torch.no_grad():
@@ -569,7 +529,7 @@ def iterated_game(env: SumoVsOpponents, strategy: Strategy, rounds: int, episode
         raise ValueError(f"schedule must have shape [{rounds}], got {schedule.shape}")
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(int(seed))
-    skeleton = ActorSkeleton(env.obs_dim, env.n_actions, env.hidden)
+    skeleton = MetaPolicy(env.obs_dim, env.n_actions, env.hidden)
     cols = {c: np.zeros(rounds) for c in ("win", "loss", "draw", "return")}
     for r in range(rounds):
         env.set_tasks(np.full((env.num_envs, 1), schedule[r]))

@@ -307,8 +307,8 @@ def sumo_seed(cfg: MetaAdaptationConfig, seed: int, folder: str | Path | None = 
                                             **checkpointing(cfg, folder, f"selfplay_b_{seed}"))
     n_snap = len(snaps_a)
     k0 = n_snap // 2
-    from ...meta.game import actor_params
-    theta0 = actor_params(snaps_a[k0])
+    from ...meta.game import actor_parameters
+    theta0 = actor_parameters(snaps_a[k0])
     s = meta_settings(cfg)
     s = MetaSettings(**{**s.__dict__, "hidden": cfg.hidden, "groups": cfg.sumo_meta_tasks})
     env_a = SumoVsOpponents(cfg.sumo_meta_tasks * cfg.meta_arenas, cfg.sumo_body, cfg.sumo_episode_steps,
