@@ -23,6 +23,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -124,12 +125,12 @@ def run_seed(cfg: MetaAdaptationConfig, seed: int, folder: str | Path | None = N
     oracle_env = LocomotionArenas(cfg.meta_tasks * cfg.meta_arenas, body=cfg.body, episode_steps=cfg.episode_steps,
                                   seed=seed + 5000)
     for k, pair in enumerate(HELD_OUT_PAIRS):
+        mine = [i for i, p in enumerate(pairs) if p == pair]
+        if not mine:  # fewer sequences than held-out pairs: no oracle needed for this one
+            continue
         _, theta_pair = train_fixed(oracle_env, fade_scales(pair, N_EPISODES), s, cfg.oracle_iters, seed + 6000 + k,
                                     init_theta=theta_base, policy=policy, label=f"oracle {pair} seed {seed}",
                                     **checkpointing(cfg, folder, f"oracle_{k}_{seed}"))
-        mine = [i for i, p in enumerate(pairs) if p == pair]
-        if not mine:
-            continue
         got = evaluate_sequences(eval_env, theta_pair, None, "none", faded, s, seed + 4000, policy=policy)[:, 0]
         oracle[mine] = got[mine]
     return {"seed": seed, "curves": curves, "pairs": pairs, "oracle": oracle, "unadapted": unadapted,
@@ -292,8 +293,8 @@ def sumo_seed(cfg: MetaAdaptationConfig, seed: int, folder: str | Path | None = 
        ``sumo_rounds`` rounds of 3 episodes, every arena a bout, the opponent moving one snapshot
        on every ``rounds / (K - k0)`` rounds from B's k0 to B's last.
     """
-    from ...meta.game import MetaAdaptation, NoAdaptation, SumoVsOpponents, Tracking, iterated_game, \
-        selfplay_snapshots
+    from ...meta.game import (MetaAdaptation, NoAdaptation, SumoVsOpponents, Tracking, actor_parameters,
+                              iterated_game, selfplay_snapshots)
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -307,10 +308,9 @@ def sumo_seed(cfg: MetaAdaptationConfig, seed: int, folder: str | Path | None = 
                                             **checkpointing(cfg, folder, f"selfplay_b_{seed}"))
     n_snap = len(snaps_a)
     k0 = n_snap // 2
-    from ...meta.game import actor_parameters
     theta0 = actor_parameters(snaps_a[k0])
     s = meta_settings(cfg)
-    s = MetaSettings(**{**s.__dict__, "hidden": cfg.hidden, "groups": cfg.sumo_meta_tasks})
+    s = dataclasses.replace(s, groups=cfg.sumo_meta_tasks)
     env_a = SumoVsOpponents(cfg.sumo_meta_tasks * cfg.meta_arenas, cfg.sumo_body, cfg.sumo_episode_steps,
                             snapshots=snaps_a, hidden=cfg.hidden, seed=seed, rewards=sumo_rewards(cfg))
     later = np.arange(k0, n_snap - 1)
